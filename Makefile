@@ -1,0 +1,40 @@
+# Two commands set everything up: `make demo` and `make test` (each creates .venv when missing).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+CORES ?= all
+PYTEST_WORKERS ?= 2
+
+.PHONY: venv demo test bench lint rulegraph clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+demo: venv
+	$(BIN)/snakemake --cores $(CORES)
+	$(BIN)/snakemake --report results/demo/report.html
+
+test: venv
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup --durations=15
+
+bench: venv
+	@for script in tests/benchmarks/bench_*.py; do \
+		echo "== $$script"; $(BIN)/python $$script || exit 1; \
+	done
+
+lint: venv
+	$(BIN)/snakemake --lint
+	$(BIN)/snakefmt --check .
+
+rulegraph: venv
+	$(BIN)/snakemake --rulegraph | dot -Tsvg > rulegraph.svg
+
+clean:
+	rm -rf results resources logs benchmarks .snakemake

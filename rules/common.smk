@@ -1,0 +1,149 @@
+import os
+import re
+
+import pandas as pd
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, schema="../config/schema.yaml")
+
+# Scripts import the package from the repository, also inside per-rule conda environments.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p
+)
+
+COHORT = config["cohort"]
+RESULTS = f"results/{COHORT}"
+RESOURCES = f"resources/{COHORT}"
+LOGS = f"logs/{COHORT}"
+BENCHMARKS = f"benchmarks/{COHORT}"
+TRAITS = [trait["name"] for trait in config["traits"]]
+TRAIT_BY_NAME = {trait["name"]: trait for trait in config["traits"]}
+SPLITS = list(range(config["splits"]["n_splits"]))
+SLIDE_SOURCE = config["slides"]["source"]
+
+if len(set(TRAITS)) != len(TRAITS):
+    raise ValueError(f"config key 'traits': trait names must be unique, got {TRAITS}")
+for missing_source in {t["source"] for t in config["traits"]} - set(
+    config["expression"]
+):
+    raise ValueError(
+        f"config key 'expression.{missing_source}' is required by the traits that use it"
+    )
+
+
+wildcard_constraints:
+    trait="|".join(re.escape(name) for name in TRAITS),
+    split=r"\d+",
+    slide_id=r"[^/]+",
+
+
+def slide_table_checkpoint():
+    """The checkpoint that writes resources/{cohort}/slides.tsv for this slide source."""
+    if SLIDE_SOURCE == "synthetic":
+        return checkpoints.demo_cohort
+    return checkpoints.slide_table
+
+
+def slide_table(wildcards=None):
+    """All slides of the cohort, known once the slide-table checkpoint has run."""
+    path = slide_table_checkpoint().get().output.table
+    return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+
+
+def slide_row(slide_id):
+    """The slide-table row of one slide, by id."""
+    table = slide_table()
+    rows = table[table["slide_id"] == slide_id]
+    if rows.empty:
+        raise ValueError(f"slide {slide_id!r} is not in the cohort's slide table")
+    return rows.iloc[0]
+
+
+def slide_file(wildcards):
+    """Where the slide file is or will be (downloaded slides are produced by gdc_download)."""
+    return slide_row(wildcards.slide_id)["path"]
+
+
+def qc_rows(wildcards):
+    """One QC row per slide: the input of the QC checkpoint."""
+    return expand(
+        f"{RESULTS}/qc/slides/{{slide_id}}.tsv", slide_id=slide_table()["slide_id"]
+    )
+
+
+def qc_table(wildcards=None):
+    """The QC verdict of every slide, known once the QC checkpoint has run."""
+    path = checkpoints.qc_summary.get().output.table
+    return pd.read_csv(path, sep="\t", dtype={"slide_id": str, "patient_id": str})
+
+
+def qc_table_path(wildcards=None):
+    """Path of qc/slides.tsv that also makes the DAG wait for the QC checkpoint."""
+    return checkpoints.qc_summary.get().output.table
+
+
+def passed_slide_ids(wildcards=None):
+    """Slides that passed QC, which every downstream stage uses."""
+    table = qc_table()
+    return sorted(table.loc[table["status"] == "pass", "slide_id"])
+
+
+def passed_stores(wildcards=None):
+    """Tile stores of the slides that passed QC."""
+    return expand(f"{RESULTS}/tiles/{{slide_id}}.h5", slide_id=passed_slide_ids())
+
+
+def source_path(entry, folder):
+    """Local path of an expression or clinical input: the user's path, or where the GDC copy goes."""
+    if isinstance(entry, str):
+        return entry
+    return f"{RESOURCES}/{folder}/{entry.get('file_name', entry['gdc_file_id'])}"
+
+
+def expression_file(source):
+    """The matrix holding traits of one source (mrna or mirna)."""
+    return source_path(config["expression"][source], "expression")
+
+
+def trait_matrix(wildcards):
+    """The expression matrix that holds one trait's row."""
+    return expression_file(TRAIT_BY_NAME[wildcards.trait]["source"])
+
+
+def fetched_sources():
+    """Inputs fetched from the GDC by file id, keyed by their local file name."""
+    entries = [config["expression"].get("mrna"), config["expression"].get("mirna")]
+    folders = ["expression", "expression"]
+    entries.append(config["clinical"]["path"])
+    folders.append("clinical")
+    return {
+        source_path(entry, folder): entry
+        for entry, folder in zip(entries, folders)
+        if isinstance(entry, dict)
+    }
+
+
+def trait_models(wildcards):
+    """Every split's model of one trait, ordered by split."""
+    return expand(
+        f"{RESULTS}/models/{wildcards.trait}/split_{{split}}/model.keras", split=SPLITS
+    )
+
+
+def final_outputs(wildcards):
+    """Everything a full run produces: evaluation, heterogeneity and survival."""
+    return [
+        f"{RESULTS}/qc/slides.tsv",
+        f"{RESULTS}/labels/summary.tsv",
+        f"{RESULTS}/evaluation/table1.tsv",
+        f"{RESULTS}/evaluation/spearman.tsv",
+        f"{RESULTS}/heterogeneity/hti.tsv",
+        f"{RESULTS}/survival/logrank.tsv",
+        f"{RESULTS}/survival/cox.tsv",
+    ]

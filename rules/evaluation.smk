@@ -1,0 +1,46 @@
+# Ensemble of the top-k split models per trait, and the paper's Table 1 and Figure 2.
+
+
+rule evaluate:
+    input:
+        predictions=expand(f"{RESULTS}/predictions/{{trait}}", trait=TRAITS),
+        metrics=expand(
+            f"{RESULTS}/models/{{trait}}/split_{{split}}/metrics.json",
+            trait=TRAITS,
+            split=SPLITS,
+        ),
+        labels=expand(f"{RESULTS}/labels/{{trait}}.tsv", trait=TRAITS),
+        splits=f"{RESULTS}/splits/splits.tsv",
+        qc=qc_table_path,
+    output:
+        members=f"{RESULTS}/evaluation/ensemble_members.tsv",
+        slide_scores=f"{RESULTS}/evaluation/slide_scores.tsv",
+        table1=report(
+            f"{RESULTS}/evaluation/table1.tsv",
+            caption="report/table1.rst",
+            category="3. Evaluation",
+        ),
+        spearman=report(
+            f"{RESULTS}/evaluation/spearman.tsv",
+            caption="report/spearman.rst",
+            category="3. Evaluation",
+        ),
+        figure_png=report(
+            f"{RESULTS}/evaluation/figure2.png",
+            caption="report/figure2.rst",
+            category="3. Evaluation",
+        ),
+        figure_pdf=f"{RESULTS}/evaluation/figure2.pdf",
+    log:
+        f"{LOGS}/evaluate.log",
+    benchmark:
+        f"{BENCHMARKS}/evaluate.tsv"
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        traits=TRAITS,
+        ensemble=config["ensemble"],
+        evaluation=config["evaluation"],
+        seed=config["seed"],
+    script:
+        "../workflow_scripts/scripts/evaluate.py"

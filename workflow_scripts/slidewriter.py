@@ -1,0 +1,144 @@
+"""Write real Aperio-style pyramidal SVS files (tiled JPEG TIFF) so tests and the demo cohort use slides OpenSlide opens.
+
+The level-0 image is pulled band by band from a region callable, so a 40,000 x 30,000 px slide is written
+without ever holding it in memory. Reduced levels are block averages of each level-0 band, accumulated in
+disk-backed scratch arrays and written as separate tiled IFDs after level 0, as Aperio scanners do.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import tifffile
+
+from workflow_scripts.atomic import atomic_path
+
+RegionReader = Callable[[int, int, int, int], np.ndarray]
+
+APERIO_HEADER = "Aperio Image Library v12.0.15"
+
+
+def aperio_description(
+    width: int,
+    height: int,
+    tile_px: int,
+    jpeg_quality: int,
+    mpp: float | None,
+    app_mag: float | None,
+    extra: str = "",
+) -> str:
+    """Build the ImageDescription OpenSlide uses to recognise an Aperio slide and read MPP/AppMag from it."""
+    fields = [f"{APERIO_HEADER} \r\n{width}x{height} [0,0 {width}x{height}] ({tile_px}x{tile_px}) JPEG/RGB Q={jpeg_quality}"]
+    if app_mag is not None:
+        fields.append(f"AppMag = {app_mag:g}")
+    if mpp is not None:
+        fields.append(f"MPP = {mpp:.4f}")
+    fields.append("ScanScope ID = SYNTHETIC")
+    if extra:
+        fields.append(extra.strip("|"))
+    return "|".join(fields)
+
+
+def _as_region_reader(source: RegionReader | np.ndarray) -> RegionReader:
+    """Let callers pass either a callable or a whole in-memory image (small test slides)."""
+    if callable(source):
+        return source
+    image = np.asarray(source)
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"slide image must be uint8 (height, width, 3), got {image.dtype} {image.shape}")
+    return lambda x, y, w, h: image[y : y + h, x : x + w]
+
+
+def _block_mean(band: np.ndarray, factor: int) -> np.ndarray:
+    """Average factor x factor blocks (area downsampling), dropping a partial block at the right/bottom edge."""
+    if factor == 1:
+        return band
+    rows, cols = band.shape[0] // factor, band.shape[1] // factor
+    blocks = band[: rows * factor, : cols * factor].reshape(rows, factor, cols, factor, 3)
+    return (blocks.mean(axis=(1, 3), dtype=np.float32) + 0.5).astype(np.uint8)
+
+
+def _tiles_of(image: np.ndarray, tile_px: int) -> Iterator[np.ndarray]:
+    """Cut an image (a band or a whole level) into row-major tiles, padding the edges with white."""
+    height, width = image.shape[:2]
+    for y in range(0, height, tile_px):
+        for x in range(0, width, tile_px):
+            tile = image[y : y + tile_px, x : x + tile_px]
+            if tile.shape[:2] != (tile_px, tile_px):
+                padded = np.full((tile_px, tile_px, 3), 255, np.uint8)
+                padded[: tile.shape[0], : tile.shape[1]] = tile
+                tile = padded
+            yield np.ascontiguousarray(tile)
+
+
+def write_aperio_slide(
+    path: str | os.PathLike,
+    size: tuple[int, int],
+    read_region: RegionReader | np.ndarray,
+    mpp: float | None = 0.25,
+    app_mag: float | None = 40,
+    downsamples: Sequence[int] = (1, 4, 16),
+    tile_px: int = 256,
+    jpeg_quality: int = 90,
+    description_extra: str = "",
+) -> Path:
+    """Write a pyramidal Aperio SVS of `size` = (width, height) whose pixels come from read_region(x, y, w, h).
+
+    mpp/app_mag None omit that field (a slide without resolution metadata); downsamples must start with 1.
+    """
+    width, height = int(size[0]), int(size[1])
+    factors = [int(d) for d in downsamples]
+    if factors[0] != 1 or sorted(set(factors)) != factors:
+        raise ValueError(f"downsamples must be increasing integers starting at 1, got {downsamples}")
+    if tile_px % 16:
+        raise ValueError(f"tile_px must be a multiple of 16 for a tiled TIFF, got {tile_px}")
+    reader = _as_region_reader(read_region)
+    band_px = math.lcm(tile_px, *factors)
+    description = aperio_description(width, height, tile_px, jpeg_quality, mpp, app_mag, description_extra)
+    page_options = dict(
+        tile=(tile_px, tile_px),
+        photometric="rgb",
+        compression="jpeg",
+        compressionargs={"level": jpeg_quality},
+        dtype=np.uint8,
+        metadata=None,
+    )
+    final = Path(path)
+    with atomic_path(final) as temporary, tempfile.TemporaryDirectory(dir=final.parent, prefix=".levels-") as scratch:
+        reduced = {
+            factor: np.lib.format.open_memmap(
+                Path(scratch) / f"level_{factor}.npy",
+                mode="w+",
+                dtype=np.uint8,
+                shape=(max(1, height // factor), max(1, width // factor), 3),
+            )
+            for factor in factors[1:]
+        }
+
+        def level0_tiles() -> Iterator[np.ndarray]:
+            for band_y in range(0, height, band_px):
+                band_h = min(band_px, height - band_y)
+                band = np.asarray(reader(0, band_y, width, band_h), dtype=np.uint8)[..., :3]
+                if band.shape[:2] != (band_h, width):
+                    raise ValueError(f"read_region returned {band.shape} for a {width}x{band_h} band at y={band_y}")
+                for factor, level in reduced.items():
+                    small = _block_mean(band, factor)
+                    start = band_y // factor
+                    rows = min(small.shape[0], level.shape[0] - start)
+                    cols = min(small.shape[1], level.shape[1])
+                    level[start : start + rows, :cols] = small[:rows, :cols]
+                for row_start in range(0, band_h, tile_px):
+                    yield from _tiles_of(band[row_start : row_start + tile_px], tile_px)
+
+        with tifffile.TiffWriter(temporary, bigtiff=width * height * 3 > 2**31) as tif:
+            tif.write(level0_tiles(), shape=(height, width, 3), description=description, **page_options)
+            for factor, level in reduced.items():
+                level_h, level_w = level.shape[:2]
+                level_description = f"{APERIO_HEADER} \r\n{width}x{height} -> {level_w}x{level_h} - |{description.split('|', 1)[1]}"
+                tif.write(_tiles_of(level, tile_px), shape=level.shape, description=level_description, **page_options)
+    return final

@@ -1,0 +1,202 @@
+"""The one reader and writer of tile stores (HDF5): kept tiles of a slide, their positions and a thumbnail.
+
+Layout (SPEC item 2): datasets `coords` (N,2 int64 level-0 x,y), `grid` (N,2 int32 col,row),
+`tissue_fraction` (N float32), `tiles` (vlen uint8 JPEG bytes per tile, or uint8 N,px,px,3; attr `encoding`),
+`thumbnail` (h,w,3 uint8, attr `downsample`); file attrs `slide_id, tile_px, mpp, level0_tile_px, source_mpp,
+source_path, workflow_version, grid_shape, encoding`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import h5py
+import numpy as np
+import simplejpeg
+
+from workflow_scripts import __version__
+from workflow_scripts.atomic import atomic_path
+
+ENCODINGS = ("jpeg", "raw")
+REQUIRED_DATASETS = ("coords", "grid", "tissue_fraction", "tiles", "thumbnail")
+REQUIRED_ATTRS = ("slide_id", "tile_px", "mpp", "level0_tile_px", "source_mpp", "grid_shape", "encoding")
+
+
+class TileStoreError(ValueError):
+    """A tile store is missing a dataset/attribute or holds tiles of the wrong shape."""
+
+
+def encode_tile(tile: np.ndarray, jpeg_quality: int) -> bytes:
+    """JPEG-encode one RGB tile (4:4:4 keeps the thin hematoxylin edges the classifier looks at)."""
+    return simplejpeg.encode_jpeg(np.ascontiguousarray(tile), quality=jpeg_quality, colorspace="RGB", colorsubsampling="444")
+
+
+def decode_tile(data: bytes | np.ndarray) -> np.ndarray:
+    """Decode one stored JPEG tile to uint8 (px, px, 3)."""
+    return simplejpeg.decode_jpeg(bytes(data) if not isinstance(data, bytes) else data, colorspace="RGB")
+
+
+def write_tile_store(
+    path: str | os.PathLike,
+    slide_id: str,
+    coords: np.ndarray,
+    grid: np.ndarray,
+    tissue_fraction: np.ndarray,
+    tiles: Iterable[np.ndarray | bytes] | np.ndarray,
+    attrs: dict[str, Any],
+    encoding: str = "jpeg",
+    jpeg_quality: int = 90,
+    thumbnail: np.ndarray | None = None,
+    thumbnail_downsample: float = 1.0,
+) -> Path:
+    """Write a tile store atomically, consuming `tiles` one at a time so a slide never sits in memory.
+
+    Tiles are RGB arrays (tile_px, tile_px, 3), or already-encoded JPEG bytes when encoding is jpeg.
+    attrs must hold tile_px, mpp, level0_tile_px, source_mpp and grid_shape; source_path is optional.
+    """
+    if encoding not in ENCODINGS:
+        raise TileStoreError(f"{path}: encoding must be one of {ENCODINGS}, got {encoding!r}")
+    missing = [key for key in ("tile_px", "mpp", "level0_tile_px", "source_mpp", "grid_shape") if key not in attrs]
+    if missing:
+        raise TileStoreError(f"{path}: attrs lack {missing}")
+    coords = np.asarray(coords, dtype=np.int64).reshape(-1, 2)
+    grid = np.asarray(grid, dtype=np.int32).reshape(-1, 2)
+    tissue_fraction = np.asarray(tissue_fraction, dtype=np.float32).reshape(-1)
+    n_tiles = len(coords)
+    if len(grid) != n_tiles or len(tissue_fraction) != n_tiles:
+        raise TileStoreError(f"{path}: coords ({n_tiles}), grid ({len(grid)}) and tissue_fraction ({len(tissue_fraction)}) differ in length")
+    tile_px = int(attrs["tile_px"])
+    if thumbnail is None:
+        thumbnail = np.full((1, 1, 3), 255, np.uint8)
+    with atomic_path(path) as temporary, h5py.File(temporary, "w", track_order=False) as store:
+        store.create_dataset("coords", data=coords)
+        store.create_dataset("grid", data=grid)
+        store.create_dataset("tissue_fraction", data=tissue_fraction)
+        thumb = store.create_dataset("thumbnail", data=np.asarray(thumbnail, dtype=np.uint8), compression="gzip", compression_opts=4)
+        thumb.attrs["downsample"] = float(thumbnail_downsample)
+        if encoding == "jpeg":
+            dataset = store.create_dataset("tiles", shape=(n_tiles,), dtype=h5py.vlen_dtype(np.uint8))
+        else:
+            chunks = (1, tile_px, tile_px, 3) if n_tiles else None
+            dataset = store.create_dataset("tiles", shape=(n_tiles, tile_px, tile_px, 3), dtype=np.uint8, chunks=chunks)
+        dataset.attrs["encoding"] = encoding
+        written = 0
+        for tile in tiles:
+            if written >= n_tiles:
+                raise TileStoreError(f"{path}: more tiles given than the {n_tiles} coords")
+            dataset[written] = _prepared_tile(tile, encoding, jpeg_quality, tile_px, path)
+            written += 1
+        if written != n_tiles:
+            raise TileStoreError(f"{path}: {written} tiles given for {n_tiles} coords")
+        store.attrs["slide_id"] = str(slide_id)
+        store.attrs["encoding"] = encoding
+        store.attrs["workflow_version"] = __version__
+        store.attrs["source_path"] = str(attrs.get("source_path", ""))
+        for key, value in attrs.items():
+            if key not in ("slide_id", "encoding", "workflow_version", "source_path"):
+                store.attrs[key] = value
+    return Path(path)
+
+
+def _prepared_tile(tile: np.ndarray | bytes, encoding: str, jpeg_quality: int, tile_px: int, path: str | os.PathLike) -> np.ndarray:
+    """Turn a tile into what the `tiles` dataset holds for this encoding, checking its shape."""
+    if isinstance(tile, (bytes, bytearray, memoryview)):
+        if encoding != "jpeg":
+            raise TileStoreError(f"{path}: encoded bytes given for a raw store")
+        return np.frombuffer(tile, dtype=np.uint8)
+    tile = np.asarray(tile)
+    if tile.shape != (tile_px, tile_px, 3) or tile.dtype != np.uint8:
+        raise TileStoreError(f"{path}: tile must be uint8 ({tile_px}, {tile_px}, 3), got {tile.dtype} {tile.shape}")
+    if encoding == "jpeg":
+        return np.frombuffer(encode_tile(tile, jpeg_quality), dtype=np.uint8)
+    return tile
+
+
+class TileStore:
+    """Read-only view of one tile store; small arrays load on open, tiles are read and decoded on demand."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        try:
+            self._file = h5py.File(self.path, "r")
+        except OSError as error:
+            raise TileStoreError(f"{self.path}: not a readable tile store ({error})") from error
+        try:
+            for key in REQUIRED_DATASETS:
+                if key not in self._file:
+                    raise TileStoreError(f"{self.path}: tile store lacks dataset '{key}'")
+            for key in REQUIRED_ATTRS:
+                if key not in self._file.attrs:
+                    raise TileStoreError(f"{self.path}: tile store lacks attribute '{key}'")
+            self.attrs: dict[str, Any] = {key: _plain(value) for key, value in self._file.attrs.items()}
+            self.coords: np.ndarray = self._file["coords"][...]
+            self.grid: np.ndarray = self._file["grid"][...]
+            self.tissue_fraction: np.ndarray = self._file["tissue_fraction"][...]
+            self._tiles = self._file["tiles"]
+            self.encoding: str = str(self._tiles.attrs.get("encoding", self.attrs["encoding"]))
+            self.tile_px: int = int(self.attrs["tile_px"])
+            self.grid_shape: tuple[int, int] = tuple(int(v) for v in self.attrs["grid_shape"])
+            if not (len(self.coords) == len(self.grid) == len(self.tissue_fraction) == len(self._tiles)):
+                raise TileStoreError(f"{self.path}: coords, grid, tissue_fraction and tiles differ in length")
+        except BaseException:
+            self._file.close()
+            raise
+
+    @property
+    def n_tiles(self) -> int:
+        """Number of kept tiles."""
+        return len(self.coords)
+
+    @property
+    def thumbnail(self) -> np.ndarray:
+        """Low-resolution RGB image of the whole slide."""
+        return self._file["thumbnail"][...]
+
+    @property
+    def thumbnail_downsample(self) -> float:
+        """Level-0 pixels per thumbnail pixel."""
+        return float(self._file["thumbnail"].attrs["downsample"])
+
+    def read_encoded(self, index: int) -> bytes:
+        """Stored JPEG bytes of one tile, for consumers that decode themselves; raw stores have none."""
+        if self.encoding != "jpeg":
+            raise TileStoreError(f"{self.path}: tiles are stored raw, there are no encoded bytes")
+        return self._tiles[int(index)].tobytes()
+
+    def read_tiles(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        """Decoded tiles at `indices` as uint8 (n, px, px, 3), in the order asked."""
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        out = np.empty((len(indices), self.tile_px, self.tile_px, 3), np.uint8)
+        if len(indices) and (indices.min() < 0 or indices.max() >= self.n_tiles):
+            raise IndexError(f"{self.path}: tile index out of range 0..{self.n_tiles - 1}")
+        for position, index in enumerate(indices):
+            if self.encoding == "jpeg":
+                out[position] = decode_tile(self._tiles[int(index)].tobytes())
+            else:
+                out[position] = self._tiles[int(index)]
+        return out
+
+    def close(self) -> None:
+        """Close the HDF5 file."""
+        self._file.close()
+
+    def __enter__(self) -> TileStore:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
+        self.close()
+
+
+def _plain(value: Any) -> Any:
+    """HDF5 attributes come back as numpy scalars/arrays; give callers plain Python values."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, bytes):
+        return value.decode()
+    return value
