@@ -35,7 +35,7 @@ else:
         conda:
             "../envs/inputs.yaml"
         params:
-            gdc=config["slides"]["gdc"],
+            gdc=dict(config["slides"]["gdc"], exclude=config["slides"]["exclude"]),
         script:
             "../workflow_scripts/scripts/gdc_manifest.py"
 

@@ -12,7 +12,8 @@ file is never held in memory.
 
 Aliquot choice: only primary-tumour aliquots (sample type 01) are kept. When a patient has several, the
 one kept is the first in the order (vial letter, portion number, full barcode): vial A before B, then the
-lowest portion, then the lexicographically smallest barcode. The choice depends on the barcodes only, so a
+lowest portion, then the lexicographically smallest barcode (a barcode that stops before the vial or the
+portion sorts before those that have one). The choice depends on the barcodes only, so a
 patient's value for every trait comes from the same aliquot. Columns that are not TCGA barcodes are taken as
 patient ids as they are (a user's own cohort); a patient-level TCGA barcode (12 characters) likewise.
 """
@@ -93,7 +94,9 @@ def detect_layout(header_line: str, path: str | os.PathLike) -> MatrixLayout:
     )
 
 
-def primary_aliquots(columns: Sequence[str], path: str | os.PathLike = "") -> tuple[dict[str, str], list[AliquotChoice]]:
+def primary_aliquots(
+    columns: Sequence[str], path: str | os.PathLike = ""
+) -> tuple[dict[str, str], list[AliquotChoice]]:
     """Map each kept column to its patient id (one per patient) and list the choices among several aliquots."""
     candidates: dict[str, list[tuple[tuple[str, int, str], str]]] = {}
     plain: dict[str, str] = {}
@@ -166,7 +169,9 @@ def read_trait_rows(
             raise ValueError(f"{path}: empty expression matrix")
         layout = detect_layout(header_line, path)
         if source is not None and layout.source != source:
-            raise ValueError(f"{path}: expected a {source} matrix for trait(s) {list(trait_ids)}, found a {layout.source} matrix")
+            raise ValueError(
+                f"{path}: expected a {source} matrix for trait(s) {list(trait_ids)}, found a {layout.source} matrix"
+            )
         for line_number, line in enumerate(handle, start=2):
             row_id = line.split(layout.delimiter, 1)[0].strip().strip('"')
             if row_id not in wanted:

@@ -71,7 +71,9 @@ def label_trait(expression: pd.Series, trait: str, settings: LabelSettings) -> p
     """Label one trait's cohort (patient id -> value, NaN dropped) by expression percentile, in LABEL_COLUMNS."""
     present = expression.dropna().sort_index()
     if present.index.has_duplicates:
-        raise ValueError(f"trait {trait!r}: duplicate patient ids {sorted(set(present.index[present.index.duplicated()]))}")
+        raise ValueError(
+            f"trait {trait!r}: duplicate patient ids {sorted(set(present.index[present.index.duplicated()]))}"
+        )
     if len(present) < 2:
         raise ValueError(f"trait {trait!r}: {len(present)} patient(s) with expression; percentiles need at least 2")
     values = present.to_numpy(dtype=float)
@@ -87,8 +89,9 @@ def label_trait(expression: pd.Series, trait: str, settings: LabelSettings) -> p
     is_low = values <= low
     if np.any(is_high & is_low):
         raise ValueError(
-            f"trait {trait!r}: value {values[is_high & is_low][0]!r} is tied across the {settings.low_percentile}th "
-            f"and {settings.high_percentile}th percentiles; the trait cannot be split into high and low"
+            f"trait {trait!r}: value {float(values[is_high & is_low][0])!r} is tied across the "
+            f"{settings.low_percentile:g}th and {settings.high_percentile:g}th percentiles; the trait cannot be split "
+            f"into high and low"
         )
     near = ((values > low) & (values <= near_low)) | ((values >= near_high) & (values < high))
     labels = pd.array(np.where(is_high, 1, 0), dtype="Int64")
@@ -226,3 +229,54 @@ def trait_slide_sets(
     merged["role"] = np.where(merged["set"] == "train_pool", merged[column], merged["set"])
     merged["label"] = merged["label"].astype("Int64")
     return merged[SLIDE_SET_COLUMNS].sort_values("slide_id", kind="stable").reset_index(drop=True)
+
+
+def make_trait_labels_file(
+    matrix: str | os.PathLike,
+    slides_path: str | os.PathLike,
+    trait: Mapping[str, str],
+    label_config: Mapping[str, float],
+    output: str | os.PathLike,
+    log: logging.Logger | None = None,
+) -> pd.DataFrame:
+    """Rule `labels_trait`: label one configured trait for the slide table's patients and write labels/{trait}.tsv."""
+    table = build_trait_labels(
+        matrix, read_slide_table(slides_path), trait, LabelSettings.from_config(label_config), log
+    )
+    write_table(table, output)
+    if log is not None:
+        log.info("trait %s: wrote %d patients to %s", trait["name"], len(table), output)
+    return table
+
+
+def make_labels_summary_files(
+    label_paths: Sequence[str | os.PathLike],
+    slides_path: str | os.PathLike,
+    labels_output: str | os.PathLike,
+    summary_output: str | os.PathLike,
+    log: logging.Logger | None = None,
+) -> pd.DataFrame:
+    """Rule `labels_summary`: concatenate per-trait labels (labels.tsv) and write their counts (summary.tsv)."""
+    tables = [read_labels(path) for path in label_paths]
+    if not tables:
+        raise ValueError("labels summary: no per-trait label files given")
+    labels = pd.concat(tables, ignore_index=True)
+    traits = list(dict.fromkeys(labels["trait"]))
+    summary = summarise_labels(labels, read_slide_table(slides_path), traits)
+    write_table(labels, labels_output)
+    write_table(summary, summary_output)
+    if log is not None:
+        for row in summary.itertuples(index=False):
+            log.info(
+                "trait %s: %d patients; train pool %d patients / %d slides (label 1: %d, label 0: %d); "
+                "ood_near %d, ood_far %d patients",
+                row.trait,
+                row.patients,
+                row.patients_train_pool,
+                row.slides_train_pool,
+                row.patients_label_1,
+                row.patients_label_0,
+                row.patients_ood_near,
+                row.patients_ood_far,
+            )
+    return summary

@@ -1,0 +1,200 @@
+"""The slide table from a GDC manifest, a folder of slides and a user table; exclusions and duplicate ids."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import runpy
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from workflow_scripts.gdc import GdcFile, write_manifest
+from workflow_scripts.slidetable import (
+    TABLE_COLUMNS,
+    SlideRecord,
+    SlideTableError,
+    build_slide_table,
+    read_slide_table,
+    records_from_folder,
+    records_from_manifest,
+    records_from_table,
+    slide_id_of,
+    write_slide_table,
+)
+
+SCRIPT = Path(__file__).resolve().parents[1] / "workflow_scripts" / "scripts" / "slide_table.py"
+NAME_A = "TCGA-AR-A5QM-01Z-00-DX1.A9017CED-FF57-4090-95B9-94DC91854347.svs"
+NAME_B = "TCGA-BH-A0W4-01Z-00-DX1.23E017DC-15CB-4838-AC91-CFB11B932AB0.svs"
+
+
+def touch(path: Path, content: bytes = b"slide") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content)
+    return path
+
+
+def test_slide_id_drops_only_the_last_extension():
+    assert slide_id_of(NAME_A) == "TCGA-AR-A5QM-01Z-00-DX1.A9017CED-FF57-4090-95B9-94DC91854347"
+    assert slide_id_of("case 7.ome.tiff") == "case 7.ome"
+    assert slide_id_of("noext") == "noext"
+
+
+def test_records_from_manifest():
+    files = [GdcFile("id-b", NAME_B, "22b4efdeb4b04cc8bcd109c7c6f02472", 1491220569, "released"),
+             GdcFile("id-a", NAME_A, "361e57cec75dcf6c042d4ea207b3d1cc", None, "released")]
+    records = records_from_manifest(files, "brca")
+    assert records[0] == SlideRecord(
+        slide_id=NAME_B[:-4], patient_id="TCGA-BH-A0W4", path=f"resources/brca/slides/{NAME_B}", file_name=NAME_B,
+        md5="22b4efdeb4b04cc8bcd109c7c6f02472", size="1491220569", file_id="id-b",
+    )
+    assert records[1].size == ""
+
+
+def test_non_tcga_manifest_name_asks_for_a_table():
+    with pytest.raises(SlideTableError, match=r"GDC file id-x: .*'slide_1.svs'.*slides.local.table"):
+        records_from_manifest([GdcFile("id-x", "slide_1.svs", "", None, "")], "c")
+
+
+def test_real_manifest_gives_sorted_table_with_exclusions(shared_data, tmp_path):
+    manifest = shared_data / "tcga" / "gdc_manifest_brca_761.txt"
+    slides = {"source": "gdc", "exclude": [NAME_A, NAME_B[:-4]]}
+    records = build_slide_table(slides, "brca", manifest)
+    assert len(records) == 759
+    assert [r.slide_id for r in records] == sorted(r.slide_id for r in records)
+    assert {NAME_A, NAME_B}.isdisjoint(r.file_name for r in records)
+    assert all(len(r.patient_id) == 12 and r.slide_id.startswith(r.patient_id) for r in records)
+    assert all(r.path == f"resources/brca/slides/{r.file_name}" for r in records)
+    assert len({r.patient_id for r in records}) == 701
+    out = tmp_path / "slides.tsv"
+    write_slide_table(records, out)
+    first = out.read_bytes()
+    write_slide_table(list(reversed(records)), out)
+    assert out.read_bytes() == first
+    assert read_slide_table(out) == records
+    assert out.read_text().splitlines()[0].split("\t") == list(TABLE_COLUMNS)
+
+
+def test_folder_of_tcga_slides(tmp_path):
+    folder = tmp_path / "wsi"
+    touch(folder / NAME_A)
+    touch(folder / "TCGA-BH-A0W4-01Z-00-DX1.ndpi")
+    touch(folder / "notes.txt")
+    touch(folder / ".TCGA-XX-XXXX-01Z-00-DX1.svs")
+    records = records_from_folder(folder)
+    assert [(r.slide_id, r.patient_id, r.path, r.file_name) for r in records] == [
+        (NAME_A[:-4], "TCGA-AR-A5QM", str(folder / NAME_A), NAME_A),
+        ("TCGA-BH-A0W4-01Z-00-DX1", "TCGA-BH-A0W4", str(folder / "TCGA-BH-A0W4-01Z-00-DX1.ndpi"),
+         "TCGA-BH-A0W4-01Z-00-DX1.ndpi"),
+    ]
+    assert all(r.md5 == r.size == r.file_id == "" for r in records)
+
+
+def test_folder_with_non_tcga_names_asks_for_a_table(tmp_path):
+    touch(tmp_path / "case_0001.svs")
+    with pytest.raises(SlideTableError, match=r"'case_0001.svs'.*slides.local.table"):
+        records_from_folder(tmp_path)
+
+
+def test_folder_without_slides_or_missing(tmp_path):
+    touch(tmp_path / "readme.txt")
+    with pytest.raises(SlideTableError, match="holds no slide files"):
+        records_from_folder(tmp_path)
+    with pytest.raises(SlideTableError, match="absent"):
+        records_from_folder(tmp_path / "absent")
+
+
+def test_duplicate_slide_id_is_an_error(tmp_path):
+    touch(tmp_path / "TCGA-BH-A0W4-01Z-00-DX1.svs")
+    touch(tmp_path / "TCGA-BH-A0W4-01Z-00-DX1.tif")
+    with pytest.raises(SlideTableError, match="duplicate slide_id.*TCGA-BH-A0W4-01Z-00-DX1"):
+        build_slide_table({"source": "local", "local": {"folder": str(tmp_path)}}, "c")
+
+
+def write_table(path: Path, rows: list[list[str]], delimiter: str = "\t") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        csv.writer(handle, delimiter=delimiter, lineterminator="\n").writerows(rows)
+    return path
+
+
+def test_local_table_resolves_relative_paths_against_its_folder(tmp_path):
+    touch(tmp_path / "data" / "images" / "s1.mrxs")
+    absolute = touch(tmp_path / "elsewhere" / "s2.svs")
+    table = write_table(tmp_path / "data" / "slides.tsv", [
+        ["slide_id", "patient_id", "path", "extra"],
+        ["s1", "P001", "images/s1.mrxs", "ignored"],
+        ["s2", "P001", str(absolute), ""],
+    ])
+    records = records_from_table(table)
+    assert records == [
+        SlideRecord("s1", "P001", str(tmp_path / "data" / "images" / "s1.mrxs"), "s1.mrxs"),
+        SlideRecord("s2", "P001", str(absolute), "s2.svs"),
+    ]
+    csv_table = write_table(tmp_path / "data" / "slides.csv", [["slide_id", "patient_id", "path"],
+                                                               ["s1", "P001", "images/s1.mrxs"]], ",")
+    assert records_from_table(csv_table) == records[:1]
+
+
+def test_local_table_errors_name_the_problem(tmp_path):
+    missing = write_table(tmp_path / "t1.tsv", [["slide_id", "patient_id", "path"], ["s1", "P1", "nope/s1.svs"]])
+    with pytest.raises(SlideTableError, match=r"line 2: slide file .*nope/s1.svs does not exist"):
+        records_from_table(missing)
+    no_column = write_table(tmp_path / "t2.tsv", [["slide", "patient_id", "path"]])
+    with pytest.raises(SlideTableError, match="lacks column.*slide_id"):
+        records_from_table(no_column)
+    touch(tmp_path / "s.svs")
+    hostile = write_table(tmp_path / "t3.tsv", [["slide_id", "patient_id", "path"], ["../s", "P1", "s.svs"]])
+    with pytest.raises(SlideTableError, match=r"slide_id '../s' is unusable"):
+        records_from_table(hostile)
+    duplicated = write_table(tmp_path / "t4.tsv", [["slide_id", "patient_id", "path"], ["s", "P1", "s.svs"],
+                                                   ["s", "P2", "s.svs"]])
+    with pytest.raises(SlideTableError, match="duplicate slide_id.*: s$"):
+        build_slide_table({"source": "local", "local": {"table": str(duplicated)}}, "c")
+    with pytest.raises(SlideTableError, match="does not exist"):
+        records_from_table(tmp_path / "absent.tsv")
+
+
+def test_config_errors():
+    with pytest.raises(SlideTableError, match="'synthetic' is not gdc or local"):
+        build_slide_table({"source": "synthetic"}, "c")
+    with pytest.raises(SlideTableError, match="slides.local.table or slides.local.folder"):
+        build_slide_table({"source": "local", "local": {}}, "c")
+    with pytest.raises(SlideTableError, match="no GDC manifest"):
+        build_slide_table({"source": "gdc"}, "c")
+
+
+def test_exclusions_on_local_table_and_all_excluded(tmp_path, caplog):
+    touch(tmp_path / "a.svs")
+    touch(tmp_path / "b.svs")
+    table = write_table(tmp_path / "t.tsv", [["slide_id", "patient_id", "path"], ["a", "P1", "a.svs"],
+                                             ["b", "P2", "b.svs"]])
+    local = {"table": str(table)}
+    with caplog.at_level(logging.WARNING):
+        kept = build_slide_table({"source": "local", "local": local, "exclude": ["a.svs", "zzz"]}, "c")
+    assert [r.slide_id for r in kept] == ["b"]
+    assert "'zzz' matches no slide" in caplog.text
+    with pytest.raises(SlideTableError, match="no slides left"):
+        build_slide_table({"source": "local", "local": local, "exclude": ["a", "b.svs"]}, "c")
+
+
+def test_slide_table_script_for_gdc_and_local(tmp_path):
+    manifest = tmp_path / "resources" / "tcga" / "gdc_manifest.txt"
+    write_manifest([GdcFile("id-a", NAME_A, "361e57cec75dcf6c042d4ea207b3d1cc", 10, "released")], manifest)
+    log_path = tmp_path / "logs" / "slide_table.log"
+    out = tmp_path / "resources" / "tcga" / "slides.tsv"
+    runpy.run_path(str(SCRIPT), init_globals={"snakemake": SimpleNamespace(
+        log=[str(log_path)], input=SimpleNamespace(manifest=str(manifest)), output=SimpleNamespace(table=str(out)),
+        params=SimpleNamespace(slides={"source": "gdc", "exclude": []}, cohort="tcga"),
+    )})
+    [record] = read_slide_table(out)
+    assert record == SlideRecord(NAME_A[:-4], "TCGA-AR-A5QM", f"resources/tcga/slides/{NAME_A}", NAME_A,
+                                 "361e57cec75dcf6c042d4ea207b3d1cc", "10", "id-a")
+    touch(tmp_path / "wsi" / NAME_B)
+    runpy.run_path(str(SCRIPT), init_globals={"snakemake": SimpleNamespace(
+        log=[str(log_path)], input=SimpleNamespace(), output=SimpleNamespace(table=str(out)),
+        params=SimpleNamespace(slides={"source": "local", "local": {"folder": str(tmp_path / "wsi")}}, cohort="x"),
+    )})
+    assert [r.file_name for r in read_slide_table(out)] == [NAME_B]
+    assert "wrote 1 slides" in log_path.read_text()

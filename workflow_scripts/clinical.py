@@ -1,0 +1,256 @@
+"""Overall survival and clinical covariates per patient, from a cBioPortal patient table or the TCGA-CDR table.
+
+Output columns: patient_id, os_months, os_event (1 = died), age, stage, subtype, er_status.
+- cBioPortal (`data_clinical_patient.txt`): leading `#` rows, then a tab-separated header row with
+  PATIENT_ID, OS_STATUS (`1:DECEASED`/`0:LIVING` or plain `DECEASED`/`LIVING`), OS_MONTHS, AGE,
+  AJCC_PATHOLOGIC_TUMOR_STAGE, SUBTYPE and, in some studies, an ER status column.
+- TCGA-CDR (Liu et al. 2018, Cell; TSV, CSV or the published xlsx): bcr_patient_barcode, OS (0/1),
+  OS.time in days (months = days / 30.4375), age_at_initial_pathologic_diagnosis, ajcc_pathologic_tumor_stage.
+Stage is upper-cased (`Stage IIA` -> `STAGE IIA`) so both sources agree; ER status is lower-cased
+(positive/negative/indeterminate). Patients without survival status or time are left out and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from workflow_scripts.atomic import atomic_path
+
+CLINICAL_COLUMNS = ["patient_id", "os_months", "os_event", "age", "stage", "subtype", "er_status"]
+DAYS_PER_MONTH = 30.4375
+MISSING_MARKERS = frozenset(
+    {
+        "",
+        "na",
+        "nan",
+        "n/a",
+        "#n/a",
+        "none",
+        "null",
+        "[not available]",
+        "[not applicable]",
+        "[unknown]",
+        "[discrepancy]",
+        "[not evaluated]",
+        "[not reported]",
+        "[completed]",
+    }
+)
+EVENT_WORDS = {"1": 1, "deceased": 1, "dead": 1, "0": 0, "living": 0, "alive": 0}
+ER_VALUES = {"positive": "positive", "negative": "negative", "indeterminate": "indeterminate"}
+ER_COLUMNS = (
+    "ER_STATUS_BY_IHC",
+    "ER_STATUS",
+    "ER_STATUS_IHC",
+    "BREAST_CARCINOMA_ESTROGEN_RECEPTOR_STATUS",
+    "ESTROGEN_RECEPTOR_STATUS",
+)
+FORMATS = ("cbioportal", "cdr")
+
+
+def _is_missing(text: str) -> bool:
+    """True for an empty cell or one of the TCGA / spreadsheet missing-value markers."""
+    return text.strip().lower() in MISSING_MARKERS
+
+
+def parse_os_event(text: str, where: str) -> float:
+    """1 for death, 0 for censored, NaN for missing; accepts `1:DECEASED`, `DECEASED`, `0`, `Alive`, ..."""
+    if _is_missing(text):
+        return math.nan
+    value = text.strip()
+    code, _, word = value.partition(":")
+    candidates = [code, word] if word else [value]
+    events = {EVENT_WORDS.get(candidate.strip().lower()) for candidate in candidates}
+    if len(events) != 1 or None in events:
+        raise ValueError(f"{where}: survival status {text!r} is neither deceased (1) nor living (0)")
+    return float(events.pop())
+
+
+def parse_number(text: str, where: str) -> float:
+    """A float, NaN for missing markers; raise naming the cell otherwise."""
+    if _is_missing(text):
+        return math.nan
+    try:
+        return float(text.strip())
+    except ValueError:
+        raise ValueError(f"{where}: {text!r} is not a number") from None
+
+
+def normalise_stage(text: str) -> str:
+    """Upper-case AJCC stage (`Stage IIA` -> `STAGE IIA`); empty when missing."""
+    return "" if _is_missing(text) else " ".join(text.strip().upper().split())
+
+
+def normalise_er(text: str) -> str:
+    """positive / negative / indeterminate; empty for anything else (missing, equivocal codes)."""
+    return ER_VALUES.get(text.strip().lower(), "")
+
+
+def _column(table: pd.DataFrame, name: str, path: Path) -> pd.Series:
+    """A required column, or an error naming it and the file."""
+    if name not in table.columns:
+        raise ValueError(f"{path}: clinical table lacks column {name!r} (has {list(table.columns)[:12]} ...)")
+    return table[name]
+
+
+def _optional_column(table: pd.DataFrame, names: tuple[str, ...]) -> pd.Series | None:
+    """The first of the given columns present, matching names case-insensitively."""
+    by_upper = {column.upper(): column for column in table.columns}
+    for name in names:
+        if name.upper() in by_upper:
+            return table[by_upper[name.upper()]]
+    return None
+
+
+def read_cbioportal_table(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a cBioPortal clinical file as text, skipping its `#` metadata rows."""
+    path = Path(path)
+    with open(path, encoding="utf-8") as handle:
+        n_comment_rows = 0
+        for line in handle:
+            if not line.startswith("#"):
+                break
+            n_comment_rows += 1
+    return pd.read_csv(path, sep="\t", skiprows=n_comment_rows, dtype=str, keep_default_na=False)
+
+
+def read_cdr_table(path: str | os.PathLike) -> pd.DataFrame:
+    """Read the TCGA-CDR table as text from xlsx (first sheet), CSV or TSV."""
+    path = Path(path)
+    if path.suffix.lower() in {".xlsx", ".xls"}:
+        table = pd.read_excel(path, sheet_name=0, dtype=str, keep_default_na=False)
+    else:
+        with open(path, encoding="utf-8") as handle:
+            header = handle.readline()
+        separator = "\t" if "\t" in header else ","
+        table = pd.read_csv(path, sep=separator, dtype=str, keep_default_na=False)
+    unnamed = [column for column in table.columns if str(column).startswith("Unnamed:")]
+    return table.drop(columns=unnamed).fillna("")
+
+
+def _standardise(
+    path: Path,
+    patient_ids: pd.Series,
+    status: pd.Series,
+    time: pd.Series,
+    time_to_months: Callable[[float], float],
+    age: pd.Series | None,
+    stage: pd.Series | None,
+    subtype: pd.Series | None,
+    er_status: pd.Series | None,
+) -> pd.DataFrame:
+    """Assemble the output columns from source columns, checking ids and survival values."""
+    ids = patient_ids.astype(str).str.strip()
+    empty = ids == ""
+    if empty.any():
+        raise ValueError(f"{path}: {int(empty.sum())} row(s) without a patient id")
+    duplicated = sorted(set(ids[ids.duplicated()]))
+    if duplicated:
+        raise ValueError(f"{path}: patient id(s) listed twice: {duplicated[:10]}")
+    months = [
+        time_to_months(parse_number(value, f"{path}: patient {patient} survival time"))
+        for patient, value in zip(ids, time)
+    ]
+    for patient, value in zip(ids, months):
+        if value < 0:
+            raise ValueError(f"{path}: patient {patient} has negative survival time {value}")
+
+    def text(column: pd.Series | None) -> pd.Series:
+        return column.astype(str) if column is not None else pd.Series([""] * len(ids), index=ids.index)
+
+    return pd.DataFrame(
+        {
+            "patient_id": ids.to_numpy(),
+            "os_months": months,
+            "os_event": [parse_os_event(value, f"{path}: patient {patient}") for patient, value in zip(ids, status)],
+            "age": [parse_number(value, f"{path}: patient {patient} age") for patient, value in zip(ids, text(age))],
+            "stage": [normalise_stage(value) for value in text(stage)],
+            "subtype": ["" if _is_missing(value) else value.strip() for value in text(subtype)],
+            "er_status": [normalise_er(value) for value in text(er_status)],
+        },
+        columns=CLINICAL_COLUMNS,
+    )
+
+
+def clinical_from_cbioportal(table: pd.DataFrame, path: str | os.PathLike = "cBioPortal table") -> pd.DataFrame:
+    """Standard clinical columns from a cBioPortal patient table (all patients, survival possibly NaN)."""
+    path = Path(path)
+    return _standardise(
+        path,
+        _column(table, "PATIENT_ID", path),
+        _column(table, "OS_STATUS", path),
+        _column(table, "OS_MONTHS", path),
+        lambda months: months,
+        _optional_column(table, ("AGE",)),
+        _optional_column(table, ("AJCC_PATHOLOGIC_TUMOR_STAGE",)),
+        _optional_column(table, ("SUBTYPE",)),
+        _optional_column(table, ER_COLUMNS),
+    )
+
+
+def clinical_from_cdr(table: pd.DataFrame, path: str | os.PathLike = "TCGA-CDR table") -> pd.DataFrame:
+    """Standard clinical columns from the TCGA-CDR table, OS.time converted from days to months."""
+    path = Path(path)
+    return _standardise(
+        path,
+        _column(table, "bcr_patient_barcode", path),
+        _column(table, "OS", path),
+        _column(table, "OS.time", path),
+        lambda days: days / DAYS_PER_MONTH,
+        _optional_column(table, ("age_at_initial_pathologic_diagnosis",)),
+        _optional_column(table, ("ajcc_pathologic_tumor_stage",)),
+        _optional_column(table, ("subtype", "Subtype_mRNA", "PAM50")),
+        _optional_column(table, ER_COLUMNS),
+    )
+
+
+def read_clinical(path: str | os.PathLike, format: str, log: logging.Logger | None = None) -> pd.DataFrame:
+    """Read either format and drop patients without survival status or time, logging how many were dropped."""
+    if format == "cbioportal":
+        table = clinical_from_cbioportal(read_cbioportal_table(path), path)
+    elif format == "cdr":
+        table = clinical_from_cdr(read_cdr_table(path), path)
+    else:
+        raise ValueError(f"clinical format {format!r} is not one of {FORMATS}")
+    result, excluded = exclude_missing_survival(table)
+    if log is not None:
+        log.info(
+            "%s: %d patients, %d excluded for missing survival status or time%s",
+            path,
+            len(table),
+            len(excluded),
+            f" ({excluded[:20]}{' ...' if len(excluded) > 20 else ''})" if excluded else "",
+        )
+    return result
+
+
+def exclude_missing_survival(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Split off patients lacking survival status or time (unusable for Kaplan-Meier); return kept and dropped ids."""
+    usable = table["os_months"].notna() & table["os_event"].notna()
+    excluded = table.loc[~usable, "patient_id"].tolist()
+    result = table[usable].copy()
+    result["os_event"] = result["os_event"].astype(int)
+    return result.sort_values("patient_id", kind="stable").reset_index(drop=True), excluded
+
+
+def write_clinical(table: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write survival/clinical.tsv atomically."""
+    with atomic_path(path) as temporary:
+        table[CLINICAL_COLUMNS].to_csv(temporary, sep="\t", index=False, lineterminator="\n")
+
+
+def make_clinical_file(
+    source: str | os.PathLike, format: str, output: str | os.PathLike, log: logging.Logger | None = None
+) -> pd.DataFrame:
+    """Rule `clinical`: read the clinical source and write survival/clinical.tsv."""
+    table = read_clinical(source, format, log)
+    write_clinical(table, output)
+    if log is not None:
+        log.info("wrote %d patients (%d deaths) to %s", len(table), int(table["os_event"].sum()), output)
+    return table

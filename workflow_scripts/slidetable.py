@@ -1,0 +1,204 @@
+"""The slide table (resources/{cohort}/slides.tsv): one row per slide, whatever the slides came from."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import astuple, dataclass, fields
+from pathlib import Path
+
+from workflow_scripts.atomic import atomic_path
+from workflow_scripts.barcodes import patient_id as tcga_patient_id
+from workflow_scripts.gdc import GdcFile, file_name_problems, read_manifest, validate_file_name
+
+SLIDE_EXTENSIONS = (".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif", ".dcm")
+LOCAL_TABLE_COLUMNS = ("slide_id", "patient_id", "path")
+
+
+class SlideTableError(ValueError):
+    """The slides cannot be listed as configured; the message names the file, slide or key."""
+
+
+@dataclass(frozen=True)
+class SlideRecord:
+    """One row of slides.tsv; md5, size and file_id are empty for local slides."""
+
+    slide_id: str
+    patient_id: str
+    path: str
+    file_name: str
+    md5: str = ""
+    size: str = ""
+    file_id: str = ""
+
+
+TABLE_COLUMNS = tuple(f.name for f in fields(SlideRecord))
+
+
+def slide_id_of(file_name: str) -> str:
+    """The slide id: the file name without its (last) extension."""
+    stem, dot, _ = file_name.rpartition(".")
+    return stem if dot else file_name
+
+
+def is_slide_file(path: Path) -> bool:
+    """Whether OpenSlide could open the file, judged by extension (case-insensitive)."""
+    return path.suffix.lower() in SLIDE_EXTENSIONS and not path.name.startswith(".")
+
+
+def barcode_patient_id(name: str, source: str) -> str:
+    """Patient id from a TCGA-named slide; otherwise an error telling the user to provide a table."""
+    try:
+        return tcga_patient_id(name)
+    except ValueError:
+        raise SlideTableError(
+            f"{source}: cannot tell the patient of slide {name!r} because its name is not a TCGA barcode; "
+            f"list the slides in a table (slides.local.table with columns {', '.join(LOCAL_TABLE_COLUMNS)})"
+        ) from None
+
+
+def records_from_manifest(files: Iterable[GdcFile], cohort: str) -> list[SlideRecord]:
+    """Rows for GDC slides, to be downloaded to resources/{cohort}/slides/{file name}."""
+    records = []
+    for f in files:
+        validate_file_name(f.file_name, f.file_id)
+        records.append(SlideRecord(
+            slide_id=slide_id_of(f.file_name),
+            patient_id=barcode_patient_id(f.file_name, f"GDC file {f.file_id}"),
+            path=f"resources/{cohort}/slides/{f.file_name}",
+            file_name=f.file_name,
+            md5=f.md5,
+            size="" if f.size is None else str(f.size),
+            file_id=f.file_id,
+        ))
+    return records
+
+
+def records_from_folder(folder: str | os.PathLike) -> list[SlideRecord]:
+    """Rows for the slide files directly inside a folder; patients from their TCGA barcodes."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SlideTableError(f"slides.local.folder {folder} is not a folder")
+    paths = sorted(p for p in folder.iterdir() if is_slide_file(p) and (p.is_file() or p.is_symlink()))
+    if not paths:
+        raise SlideTableError(f"slides.local.folder {folder} holds no slide files ({' '.join(SLIDE_EXTENSIONS)})")
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        raise SlideTableError(f"slide {missing[0]} is a broken symbolic link")
+    return [
+        SlideRecord(slide_id_of(p.name), barcode_patient_id(p.name, f"slides.local.folder {folder}"), str(p), p.name)
+        for p in paths
+    ]
+
+
+def records_from_table(table: str | os.PathLike) -> list[SlideRecord]:
+    """Rows from a user table (slide_id, patient_id, path); relative paths are relative to the table's folder."""
+    table = Path(table)
+    if not table.is_file():
+        raise SlideTableError(f"slides.local.table {table} does not exist")
+    delimiter = "," if table.suffix.lower() == ".csv" else "\t"
+    with open(table, newline="") as handle:
+        reader = csv.DictReader(handle, delimiter=delimiter)
+        missing = [c for c in LOCAL_TABLE_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise SlideTableError(
+                f"slide table {table} lacks column(s) {', '.join(missing)}; it needs {', '.join(LOCAL_TABLE_COLUMNS)}"
+            )
+        records = []
+        for line, row in enumerate(reader, start=2):
+            values = {c: (row[c] or "").strip() for c in LOCAL_TABLE_COLUMNS}
+            empty = [c for c, v in values.items() if not v]
+            if empty:
+                raise SlideTableError(f"slide table {table} line {line}: empty {', '.join(empty)}")
+            slide_id = values["slide_id"]
+            problems = file_name_problems(slide_id)
+            if problems:
+                raise SlideTableError(
+                    f"slide table {table} line {line}: slide_id {slide_id!r} is unusable as a file name because "
+                    f"{' and '.join(problems)}"
+                )
+            path = Path(values["path"])
+            if not path.is_absolute():
+                path = Path(os.path.normpath(table.parent / path))
+            if not path.is_file():
+                raise SlideTableError(f"slide table {table} line {line}: slide file {path} does not exist")
+            records.append(SlideRecord(slide_id, values["patient_id"], str(path), path.name))
+    if not records:
+        raise SlideTableError(f"slide table {table} lists no slides")
+    return records
+
+
+def exclude_records(
+    records: Iterable[SlideRecord], exclude: Iterable[str], log: logging.Logger = logging.getLogger(__name__)
+) -> list[SlideRecord]:
+    """Drop slides whose file name or slide id is in the exclusion list; warn about entries matching nothing."""
+    excluded = set(exclude or [])
+    kept, matched = [], set()
+    for record in records:
+        hits = {record.file_name, record.slide_id} & excluded
+        matched |= hits
+        if not hits:
+            kept.append(record)
+    for name in sorted(excluded - matched):
+        log.warning("slides.exclude entry %r matches no slide", name)
+    return kept
+
+
+def check_unique(records: Iterable[SlideRecord]) -> None:
+    """Slide ids name result files, so two slides with one id would overwrite each other's results."""
+    counts = Counter(r.slide_id for r in records)
+    duplicates = sorted(s for s, n in counts.items() if n > 1)
+    if duplicates:
+        raise SlideTableError(f"duplicate slide_id(s): {', '.join(duplicates)}")
+
+
+def build_slide_table(
+    slides: Mapping,
+    cohort: str,
+    manifest: str | os.PathLike | None = None,
+    log: logging.Logger = logging.getLogger(__name__),
+) -> list[SlideRecord]:
+    """Slide rows for the `slides:` config (source gdc|local), minus exclusions, checked and sorted by slide id."""
+    source = slides.get("source")
+    if source == "gdc":
+        if not manifest:
+            raise SlideTableError("slides.source is gdc but no GDC manifest was given to the slide table")
+        records = records_from_manifest(read_manifest(manifest), cohort)
+    elif source == "local":
+        local = slides.get("local") or {}
+        if local.get("table"):
+            records = records_from_table(local["table"])
+        elif local.get("folder"):
+            records = records_from_folder(local["folder"])
+        else:
+            raise SlideTableError("slides.source is local: set slides.local.table or slides.local.folder")
+    else:
+        raise SlideTableError(f"slides.source {source!r} is not gdc or local")
+    records = exclude_records(records, slides.get("exclude") or [], log)
+    if not records:
+        raise SlideTableError("no slides left after slides.exclude")
+    check_unique(records)
+    return sorted(records, key=lambda r: r.slide_id)
+
+
+def write_slide_table(records: Iterable[SlideRecord], path: str | os.PathLike) -> None:
+    """Write slides.tsv (tab-separated, header, sorted by slide id) atomically."""
+    records = sorted(records, key=lambda r: r.slide_id)
+    check_unique(records)
+    with atomic_path(path) as temporary:
+        with open(temporary, "w", newline="") as handle:
+            writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+            writer.writerow(TABLE_COLUMNS)
+            writer.writerows(astuple(r) for r in records)
+
+
+def read_slide_table(path: str | os.PathLike) -> list[SlideRecord]:
+    """Read slides.tsv back, checking its columns."""
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle, delimiter="\t")
+        if tuple(reader.fieldnames or ()) != TABLE_COLUMNS:
+            raise SlideTableError(f"slide table {path} has columns {reader.fieldnames}, expected {list(TABLE_COLUMNS)}")
+        return [SlideRecord(**{c: row[c] or "" for c in TABLE_COLUMNS}) for row in reader]

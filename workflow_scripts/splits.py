@@ -1,0 +1,147 @@
+"""Patient-level test and train/validation splits, drawn once before any trait is looked at.
+
+Rule: the patients are every patient with at least one slide whose QC status is `pass`, sorted by id. A
+numpy default_rng(seed) permutation takes round(test_fraction * n) of them as the held-out test set (at
+least 1 when n >= 10); then, for k = 0..n_splits-1 in turn, a further permutation of the remaining patients
+(sorted) takes round(val_fraction * n) of them as validation for split k (at least 1 when n >= 10; the
+fraction is of ALL patients, as in the paper); the rest train. Rounding is half up. The same generator is
+used in sequence, so the first k splits do not change when n_splits grows, and no trait enters the draw, so
+every trait uses the same splits.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from workflow_scripts.atomic import atomic_path
+
+MIN_PATIENTS_FOR_AT_LEAST_ONE = 10
+
+
+@dataclass(frozen=True)
+class SplitSettings:
+    """Fractions of all patients held out for test and for each split's validation, and the number of splits."""
+
+    test_fraction: float = 0.1
+    val_fraction: float = 0.1
+    n_splits: int = 5
+
+    def __post_init__(self) -> None:
+        """Reject fractions outside [0, 1) and a non-positive number of splits."""
+        for name in ("test_fraction", "val_fraction"):
+            value = getattr(self, name)
+            if not 0 <= value < 1:
+                raise ValueError(f"splits: {name} must be in [0, 1), got {value}")
+        if self.test_fraction + self.val_fraction >= 1:
+            raise ValueError(
+                f"splits: test_fraction + val_fraction must be < 1, got {self.test_fraction} + {self.val_fraction}"
+            )
+        if int(self.n_splits) != self.n_splits or self.n_splits < 1:
+            raise ValueError(f"splits: n_splits must be a positive integer, got {self.n_splits}")
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, float]) -> SplitSettings:
+        """Build the settings from the `splits:` config block, rejecting unknown keys."""
+        unknown = set(config) - {"test_fraction", "val_fraction", "n_splits"}
+        if unknown:
+            raise ValueError(f"splits: unknown setting(s) {sorted(unknown)}")
+        values = dict(config)
+        if "n_splits" in values:
+            values["n_splits"] = int(values["n_splits"])
+        return cls(**values)
+
+
+def held_out_count(fraction: float, n_patients: int) -> int:
+    """Patients to hold out: fraction * n rounded half up, at least 1 once there are 10 patients."""
+    count = math.floor(fraction * n_patients + 0.5)
+    if n_patients >= MIN_PATIENTS_FOR_AT_LEAST_ONE and fraction > 0:
+        count = max(count, 1)
+    return count
+
+
+def passing_patients(qc: pd.DataFrame) -> list[str]:
+    """Sorted ids of patients with at least one slide whose QC status is `pass`."""
+    missing = [column for column in ("slide_id", "patient_id", "status") if column not in qc.columns]
+    if missing:
+        raise ValueError(f"QC slide table lacks column(s) {missing}")
+    unknown = sorted(set(qc["status"]) - {"pass", "fail"})
+    if unknown:
+        raise ValueError(f"QC slide table has status value(s) {unknown}; expected pass or fail")
+    return sorted(set(qc.loc[qc["status"] == "pass", "patient_id"].astype(str)))
+
+
+def draw_splits(patient_ids: Sequence[str], settings: SplitSettings, seed: int) -> pd.DataFrame:
+    """Assign each patient to test, or to train/val in each split, reproducibly from the seed."""
+    patients = sorted(set(patient_ids))
+    if len(patients) != len(patient_ids):
+        raise ValueError("draw_splits: patient ids must be unique")
+    n = len(patients)
+    n_test = held_out_count(settings.test_fraction, n)
+    n_val = held_out_count(settings.val_fraction, n)
+    if n - n_test - n_val < 1:
+        raise ValueError(
+            f"splits: {n} patient(s) leave no training patient after {n_test} test and {n_val} validation patients"
+        )
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(n)
+    test = {patients[index] for index in order[:n_test]}
+    rest = [patient for patient in patients if patient not in test]
+    table = pd.DataFrame({"patient_id": patients, "test": [patient in test for patient in patients]})
+    for split in range(settings.n_splits):
+        val = {rest[index] for index in rng.permutation(len(rest))[:n_val]}
+        table[f"split_{split}"] = [
+            "test" if patient in test else "val" if patient in val else "train" for patient in patients
+        ]
+    return table
+
+
+def read_splits(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a splits TSV with patient ids as text and `test` as bool."""
+    table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    if "patient_id" not in table.columns or "test" not in table.columns:
+        raise ValueError(f"{path}: splits table needs columns patient_id and test, has {list(table.columns)}")
+    bad = sorted(set(table["test"]) - {"True", "False"})
+    if bad:
+        raise ValueError(f"{path}: column test has value(s) {bad}; expected True or False")
+    table["test"] = table["test"] == "True"
+    return table
+
+
+def write_splits(table: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write the splits TSV atomically."""
+    with atomic_path(path) as temporary:
+        table.to_csv(temporary, sep="\t", index=False, lineterminator="\n")
+
+
+def make_splits_file(
+    qc_path: str | os.PathLike,
+    split_config: Mapping[str, float],
+    seed: int,
+    output: str | os.PathLike,
+    log: logging.Logger | None = None,
+) -> pd.DataFrame:
+    """Rule `splits`: draw the splits over patients with a passing slide in qc/slides.tsv and write splits.tsv."""
+    qc = pd.read_csv(qc_path, sep="\t", dtype=str, keep_default_na=False)
+    try:
+        patients = passing_patients(qc)
+    except ValueError as error:
+        raise ValueError(f"{qc_path}: {error}") from None
+    table = draw_splits(patients, SplitSettings.from_config(split_config), int(seed))
+    write_splits(table, output)
+    if log is not None:
+        log.info(
+            "%s: %d of %d patients have a passing slide; %d test patients; per split: %s",
+            qc_path,
+            len(patients),
+            qc["patient_id"].nunique(),
+            int(table["test"].sum()),
+            {column: table[column].value_counts().to_dict() for column in table.columns if column.startswith("split_")},
+        )
+    return table
