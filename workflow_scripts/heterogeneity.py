@@ -176,7 +176,7 @@ def hta_test(
     values: np.ndarray,
     region_size: int,
     permutations: int = 1000,
-    seed: int = 0,
+    seed: int | list[int] = 0,
     mask: np.ndarray | None = None,
 ) -> HTAResult:
     """HTA with left-tailed permutation p-values (shuffling combinations over positive positions), seeded."""

@@ -1,0 +1,81 @@
+"""Cartography tensors: ensemble calls placed on the tile grid by coordinates, background kept distinct."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from workflow_scripts.cartography import (
+    BACKGROUND,
+    place_on_grid,
+    read_cartography,
+    read_store_layout,
+    slide_cartography,
+    write_cartography,
+)
+from workflow_scripts.ensemble import SlidePredictions
+from workflow_scripts.tilestore import write_tile_store
+
+TILE = 512
+
+
+def make_store(path, slide_id, grid, grid_shape, thumbnail=None, downsample=64.0):
+    """A real tile store (raw 8-px tiles) whose coords follow the grid with a (100, 200) level-0 origin."""
+    grid = np.asarray(grid, dtype=np.int32).reshape(-1, 2)
+    coords = np.asarray(grid, dtype=np.int64) * TILE + np.array([100, 200])
+    tiles = np.zeros((len(grid), 8, 8, 3), dtype=np.uint8)
+    attrs = {"tile_px": 8, "mpp": 0.5, "level0_tile_px": TILE, "source_mpp": 0.25, "grid_shape": list(grid_shape)}
+    write_tile_store(path, slide_id, coords, grid, np.ones(len(grid)), tiles, attrs, encoding="raw",
+                     thumbnail=thumbnail, thumbnail_downsample=downsample)
+    return coords
+
+
+def test_place_on_grid_marks_background():
+    tensor = place_on_grid(np.array([[0, 0], [2, 1]]), (3, 2), np.array([[1, 0], [0, 0]]), "S")
+    assert tensor.shape == (2, 3, 2) and tensor.dtype == np.uint8
+    assert tensor[0, 0].tolist() == [1, 0]
+    assert tensor[1, 2].tolist() == [0, 0]  # a negative tile is not background
+    assert (tensor[0, 1] == BACKGROUND).all() and (tensor[1, 0] == BACKGROUND).all()
+    with pytest.raises(ValueError, match="slide S"):
+        place_on_grid(np.array([[3, 0]]), (3, 2), np.array([[1, 0]]), "S")
+
+
+def test_slide_cartography_matches_tiles_by_coordinates(tmp_path):
+    grid = [[0, 0], [1, 0], [1, 1], [2, 1]]
+    coords = make_store(tmp_path / "S1.h5", "S1", grid, (3, 2))
+    layout = read_store_layout(tmp_path / "S1.h5")
+    # trait A: tile (1,0) and (2,1) positive for 2 of 3 models; stored in reversed order
+    scores_a = np.array([[0.1, 0.2, 0.9], [0.9, 0.8, 0.1], [0.1, 0.1, 0.1], [0.7, 0.1, 0.9]], dtype=np.float32)
+    order = [3, 2, 1, 0]
+    trait_a = SlidePredictions("S1", "A", coords[order], scores_a[order], (0, 1, 2))
+    # trait B: only tile (0,0) positive; stored in another order
+    scores_b = np.array([[0.9, 0.9, 0.9], [0.2, 0.2, 0.2], [0.2, 0.2, 0.2], [0.2, 0.2, 0.2]], dtype=np.float32)
+    order_b = [2, 0, 3, 1]
+    trait_b = SlidePredictions("S1", "B", coords[order_b], scores_b[order_b], (0, 1, 2))
+    tensor = slide_cartography(layout, [trait_a, trait_b], [[0, 1, 2], [0, 1, 2]], 0.5)
+    expected = np.full((2, 3, 2), BACKGROUND, np.uint8)
+    expected[0, 0] = (0, 1)
+    expected[0, 1] = (1, 0)
+    expected[1, 1] = (0, 0)
+    expected[1, 2] = (1, 0)
+    np.testing.assert_array_equal(tensor, expected)
+
+    wrong = SlidePredictions("S1", "B", coords[:3], scores_b[:3], (0, 1, 2))
+    with pytest.raises(ValueError, match="slide S1"):
+        slide_cartography(layout, [trait_a, wrong], [[0, 1, 2], [0, 1, 2]], 0.5)
+
+    write_cartography(tmp_path / "cart" / "S1.h5", tensor, ["A", "B"], "S1")
+    first = (tmp_path / "cart" / "S1.h5").read_bytes()
+    write_cartography(tmp_path / "cart" / "S1.h5", tensor, ["A", "B"], "S1")
+    assert (tmp_path / "cart" / "S1.h5").read_bytes() == first
+    read, traits, slide_id = read_cartography(tmp_path / "cart" / "S1.h5")
+    np.testing.assert_array_equal(read, tensor)
+    assert traits == ["A", "B"] and slide_id == "S1"
+
+
+def test_slide_without_tiles_is_all_background(tmp_path):
+    make_store(tmp_path / "S0.h5", "S0", np.zeros((0, 2)), (4, 3))
+    layout = read_store_layout(tmp_path / "S0.h5")
+    empty = SlidePredictions("S0", "A", np.zeros((0, 2), np.int64), np.zeros((0, 1), np.float32), (0,))
+    tensor = slide_cartography(layout, [empty, empty], [[0], [0]], 0.5)
+    assert tensor.shape == (3, 4, 2) and (tensor == BACKGROUND).all()

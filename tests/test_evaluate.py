@@ -1,0 +1,165 @@
+"""Evaluation sets, AUCs (vs scikit-learn), patient bootstrap CIs, Benjamini-Hochberg, Spearman and Figure 2."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import false_discovery_control, spearmanr
+from sklearn.metrics import roc_auc_score
+
+from workflow_scripts.ensemble import choose_members
+from workflow_scripts.evaluate import (
+    assign_sets,
+    auc,
+    benjamini_hochberg,
+    bootstrap_auc_ci,
+    collect_slide_scores,
+    evaluation_sets,
+    pass_slides,
+    plot_figure2,
+    spearman_table,
+    table1,
+    test_patients as held_out_patients,
+    write_tsv,
+)
+
+
+def test_auc_matches_sklearn_with_ties():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 60)
+    scores = np.round(rng.random(60) + 0.3 * labels, 1)  # rounding creates ties
+    assert auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores))
+    assert np.isnan(auc(np.ones(5), rng.random(5)))
+
+
+def test_benjamini_hochberg_by_hand_and_scipy():
+    p = np.array([0.01, 0.04, 0.03, 0.20, np.nan])
+    # sorted 0.01, 0.03, 0.04, 0.20 with m = 4: 0.04, 0.06, 0.0533, 0.20 -> monotone 0.04, 0.0533, 0.0533, 0.20
+    expected = [0.04, 0.16 / 3, 0.16 / 3, 0.20, np.nan]
+    np.testing.assert_allclose(benjamini_hochberg(p), expected)
+    many = np.random.default_rng(1).random(25) ** 2
+    np.testing.assert_allclose(benjamini_hochberg(many), false_discovery_control(many, method="bh"))
+
+
+def test_bootstrap_ci_narrows_with_more_slides():
+    rng = np.random.default_rng(2)
+
+    def width(n_patients: int) -> float:
+        labels = np.repeat(rng.integers(0, 2, n_patients), 2)
+        scores = rng.normal(labels * 1.0, 1.0)
+        patients = np.repeat(np.arange(n_patients), 2).astype(str)
+        low, high = bootstrap_auc_ci(patients, labels, scores, n_boot=300, ci=0.95, seed=[4])
+        assert low <= auc(labels, scores) <= high
+        return high - low
+
+    assert width(400) < width(20)
+    labels, scores, patients = np.array([0, 1]), np.array([0.1, 0.9]), np.array(["a", "b"])
+    assert bootstrap_auc_ci(patients, labels, scores, 50, 0.95, [1]) == bootstrap_auc_ci(patients, labels, scores, 50, 0.95, [1])
+
+
+def test_evaluation_sets_rule():
+    labels = pd.DataFrame(
+        {
+            "patient_id": ["p1", "p2", "p3", "p4", "p5"],
+            "trait": "A",
+            "label": [1, 0, np.nan, np.nan, 1],
+            "set": ["train_pool", "train_pool", "ood_near", "ood_far", "train_pool"],
+            "median_label": [1, 0, 1, 0, 1],
+            "percentile": [90, 10, 55, 35, 85],
+        }
+    )
+    sets = evaluation_sets(labels, held_out={"p1", "p2", "p3"})
+    assert sorted(map(tuple, sets.values.tolist())) == [
+        ("p1", "test", 1), ("p2", "test", 0), ("p3", "ood_all", 1), ("p3", "ood_near", 1), ("p4", "ood_all", 0)
+    ]
+    splits = pd.DataFrame({"patient_id": ["p1", "p2"], "test": ["True", "False"]})
+    assert held_out_patients(splits) == {"p1"}
+
+
+def _cohort(tmp_path, n_patients: int = 24):
+    """Predictions for two traits, labels, splits and QC of a small cohort with two slides for some patients."""
+    rng = np.random.default_rng(3)
+    patients = [f"P{index:02d}" for index in range(n_patients)]
+    sets = ["train_pool", "ood_near", "ood_far"]
+    label_rows, qc_rows, slides = [], [], []
+    for index, patient in enumerate(patients):
+        n_slides = 2 if index % 5 == 0 else 1
+        for number in range(1, n_slides + 1):
+            slides.append((f"{patient}-DX{number}", patient))
+            qc_rows.append({"slide_id": f"{patient}-DX{number}", "patient_id": patient, "status": "pass", "n_tiles": 20})
+    qc_rows.append({"slide_id": "failed", "patient_id": "P00", "status": "fail", "n_tiles": 0})
+    prediction_dirs = {}
+    for trait in ("A", "B"):
+        percentiles = rng.permutation(np.linspace(1, 99, n_patients))
+        for index, patient in enumerate(patients):
+            set_name = sets[index % 3]
+            label = (1 if percentiles[index] >= 50 else 0) if set_name == "train_pool" else np.nan
+            label_rows.append({"patient_id": patient, "trait": trait, "value": percentiles[index],
+                               "percentile": percentiles[index], "label": label, "set": set_name,
+                               "median_label": int(percentiles[index] >= 50)})
+        directory = tmp_path / "predictions" / trait
+        directory.mkdir(parents=True)
+        percentile_of = dict(zip(patients, percentiles))
+        for slide_id, patient in slides:
+            coords = rng.permutation(np.stack(np.meshgrid(np.arange(5), np.arange(4)), -1).reshape(-1, 2)) * 512
+            signal = percentile_of[patient] / 100
+            scores = np.clip(rng.normal(signal, 0.25, (20, 3)), 0, 1).astype(np.float32)
+            with h5py.File(directory / f"{slide_id}.h5", "w") as handle:
+                handle["coords"] = coords.astype(np.int64)
+                handle["scores"] = scores
+                handle.attrs["splits"] = [0, 1, 2]
+                handle.attrs["slide_id"] = slide_id
+                handle.attrs["trait"] = trait
+        prediction_dirs[trait] = directory
+    labels = pd.DataFrame(label_rows)
+    splits = pd.DataFrame({"patient_id": patients, "test": [index % 3 == 0 or index % 4 == 0 for index in range(n_patients)]})
+    metrics = pd.DataFrame({"trait": ["A"] * 3 + ["B"] * 3, "split": [0, 1, 2] * 2,
+                            "best_val_slide_auc": [0.9, 0.8, 0.7, 0.6, 0.9, 0.8]})
+    return prediction_dirs, labels, splits, pd.DataFrame(qc_rows), metrics
+
+
+def test_table1_spearman_and_figure(tmp_path):
+    prediction_dirs, labels, splits, qc, metrics = _cohort(tmp_path)
+    members = choose_members(metrics, top_k=2)
+    scores = collect_slide_scores(prediction_dirs, members, 0.5, pass_slides(qc))
+    assert "failed" not in set(scores["slide_id"])
+    slide_table = assign_sets(scores, labels, held_out_patients(splits))
+    result = table1(slide_table, ["A", "B"], n_boot=100, ci=0.95, seed=42).set_index("trait")
+
+    test_a = slide_table[(slide_table["trait"] == "A") & (slide_table["set"] == "test")]
+    per_split = [roc_auc_score(group["label"].astype(int), group["score"])
+                 for model, group in test_a.groupby("model") if model != "ensemble"]
+    assert result.loc["A", "test_auc_mean"] == pytest.approx(np.mean(per_split))
+    assert result.loc["A", "test_auc_min"] == pytest.approx(min(per_split))
+    ensemble = test_a[test_a["model"] == "ensemble"]
+    assert result.loc["A", "n_test"] == len(ensemble)
+    assert result.loc["A", "test_auc_ensemble"] == pytest.approx(roc_auc_score(ensemble["label"].astype(int), ensemble["score"]))
+    ood = slide_table[(slide_table["trait"] == "B") & (slide_table["set"] == "ood_all") & (slide_table["model"] == "ensemble")]
+    assert result.loc["B", "ood_all_auc_ensemble"] == pytest.approx(roc_auc_score(ood["label"].astype(int), ood["score"]))
+    assert result.loc["B", "ood_all_auc_ensemble_ci_low"] <= result.loc["B", "ood_all_auc_ensemble"]
+    again = table1(slide_table, ["A", "B"], n_boot=100, ci=0.95, seed=42)
+    pd.testing.assert_frame_equal(result.reset_index(), again)
+
+    spearman = spearman_table(slide_table, labels)
+    row = spearman[(spearman["trait"] == "A") & (spearman["set"] == "all")].iloc[0]
+    data = slide_table[(slide_table["trait"] == "A") & (slide_table["set"] == "all") & (slide_table["model"] == "ensemble")]
+    data = data.merge(labels[labels["trait"] == "A"][["patient_id", "percentile"]], on="patient_id")
+    assert row["rho"] == pytest.approx(spearmanr(data["score"], data["percentile"]).statistic)
+    assert row["rho"] > 0.5
+    np.testing.assert_allclose(spearman["q_value"], false_discovery_control(spearman["p_value"], method="bh"))
+
+    plot_figure2(slide_table, ["A", "B"], tmp_path / "figure2.png", tmp_path / "figure2.pdf", seed=42)
+    assert (tmp_path / "figure2.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "figure2.pdf").read_bytes()[:4] == b"%PDF"
+    write_tsv(slide_table, tmp_path / "slide_scores.tsv")
+    assert pd.read_csv(tmp_path / "slide_scores.tsv", sep="\t").shape == slide_table.shape
+
+
+def test_one_class_set_gives_nan_auc():
+    table = pd.DataFrame({"slide_id": ["s1", "s2"], "patient_id": ["a", "b"], "trait": "A", "model": "ensemble",
+                          "set": "test", "label": [1, 1], "score": [0.2, 0.9], "mean_tile_score": [0.2, 0.9]})
+    row = table1(table, ["A"], n_boot=20, ci=0.95, seed=0).iloc[0]
+    assert np.isnan(row["test_auc_ensemble"]) and np.isnan(row["test_auc_ensemble_ci_low"])
+    assert row["n_test"] == 2

@@ -1,0 +1,101 @@
+"""Molecular cartography: the ensemble's binary tile calls of every trait laid out on the slide's tile grid.
+
+Tensor layout: H x W x K uint8 with H = n_rows and W = n_cols of the tile grid (grid_shape = (n_cols, n_rows) in
+the tile store), 1 = positive, 0 = negative tile, 255 = background (no tile at that grid cell).  Predictions are
+placed through the tile store's (x, y) -> (col, row) table, matched by level-0 coordinates.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from workflow_scripts.atomic import atomic_path
+from workflow_scripts.ensemble import SlidePredictions, align_by_coords, ensemble_positive
+from workflow_scripts.tilestore import TileStore
+
+BACKGROUND = 255
+
+
+@dataclass(frozen=True)
+class StoreLayout:
+    """Where each tile of a slide sits: level-0 coords, grid cells, grid size and the thumbnail for overlays."""
+
+    slide_id: str
+    coords: np.ndarray
+    grid: np.ndarray
+    grid_shape: tuple[int, int]
+    level0_tile_px: float
+    thumbnail: np.ndarray | None = None
+    downsample: float = 1.0
+
+
+def read_store_layout(path: str | os.PathLike, with_thumbnail: bool = False) -> StoreLayout:
+    """Read the tile layout (and optionally the thumbnail) of one tile store through the tilestore module."""
+    with TileStore(path) as store:
+        return StoreLayout(
+            slide_id=str(store.attrs.get("slide_id", Path(path).stem)),
+            coords=np.asarray(store.coords, dtype=np.int64).reshape(-1, 2),
+            grid=np.asarray(store.grid, dtype=np.int64).reshape(-1, 2),
+            grid_shape=(int(store.grid_shape[0]), int(store.grid_shape[1])),
+            level0_tile_px=float(store.attrs["level0_tile_px"]),
+            thumbnail=np.asarray(store.thumbnail) if with_thumbnail else None,
+            downsample=store.thumbnail_downsample if with_thumbnail else 1.0,
+        )
+
+
+def place_on_grid(grid: np.ndarray, grid_shape: tuple[int, int], positive: np.ndarray, slide_id: str) -> np.ndarray:
+    """Tensor (n_rows, n_cols, K) with each tile's 0/1 calls at its (col, row) cell and 255 elsewhere."""
+    grid = np.asarray(grid, dtype=np.int64).reshape(-1, 2)
+    positive = np.asarray(positive, dtype=bool)
+    if positive.ndim != 2 or len(positive) != len(grid):
+        raise ValueError(f"slide {slide_id}: calls of shape {positive.shape} do not match {len(grid)} grid cells")
+    n_cols, n_rows = grid_shape
+    if len(grid) and (grid.min() < 0 or grid[:, 0].max() >= n_cols or grid[:, 1].max() >= n_rows):
+        raise ValueError(f"slide {slide_id}: grid cells fall outside grid_shape (n_cols, n_rows) = {grid_shape}")
+    tensor = np.full((n_rows, n_cols, positive.shape[1]), BACKGROUND, dtype=np.uint8)
+    tensor[grid[:, 1], grid[:, 0]] = positive.astype(np.uint8)
+    return tensor
+
+
+def slide_cartography(
+    layout: StoreLayout,
+    predictions: list[SlidePredictions],
+    members: list[list[int]],
+    threshold: float,
+) -> np.ndarray:
+    """Cartography tensor of one slide: the ensemble call of each trait (in the given order) per grid cell."""
+    calls = []
+    for trait_predictions, splits in zip(predictions, members, strict=True):
+        positive = ensemble_positive(trait_predictions, splits, threshold)
+        what = f"predictions of {trait_predictions.trait}"
+        calls.append(align_by_coords(layout.coords, trait_predictions.coords, positive, layout.slide_id, what))
+    stacked = np.stack(calls, axis=1) if calls else np.zeros((len(layout.coords), 0), dtype=bool)
+    return place_on_grid(layout.grid, layout.grid_shape, stacked, layout.slide_id)
+
+
+def write_cartography(path: str | os.PathLike, tensor: np.ndarray, traits: list[str], slide_id: str) -> None:
+    """Write cartography/{slide_id}.h5 atomically (dataset `tensor`, attrs traits, slide_id, background_value)."""
+    if tensor.ndim != 3 or tensor.shape[2] != len(traits):
+        raise ValueError(f"slide {slide_id}: tensor shape {tensor.shape} does not match traits {traits}")
+    with atomic_path(path) as temporary:
+        with h5py.File(temporary, "w", track_order=False) as handle:
+            handle.create_dataset("tensor", data=tensor.astype(np.uint8), compression="gzip", track_times=False)
+            handle.attrs["traits"] = np.array(traits, dtype=h5py.string_dtype())
+            handle.attrs["slide_id"] = slide_id
+            handle.attrs["background_value"] = np.uint8(BACKGROUND)
+
+
+def read_cartography(path: str | os.PathLike) -> tuple[np.ndarray, list[str], str]:
+    """Read a cartography file: tensor, trait names, slide id."""
+    with h5py.File(path, "r") as handle:
+        if "tensor" not in handle:
+            raise KeyError(f"{path}: no dataset 'tensor'")
+        tensor = handle["tensor"][...]
+        traits = [value.decode() if isinstance(value, bytes) else str(value) for value in handle.attrs["traits"]]
+        slide_id = handle.attrs.get("slide_id", Path(path).stem)
+    return tensor, traits, slide_id.decode() if isinstance(slide_id, bytes) else str(slide_id)

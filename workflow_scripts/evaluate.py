@@ -1,0 +1,288 @@
+"""Slide-level evaluation of split models and ensembles: Table 1 AUCs with bootstrap CIs, Spearman, Figure 2.
+
+The unit of every AUC and correlation is the slide: each slide of a patient in a set counts once, with its
+patient's reference label.  Confidence intervals resample patients (with all their slides) so that patients with
+several slides do not make the intervals too narrow.
+
+Evaluation sets per trait:
+- ``test``: held-out test patients (splits.tsv ``test`` True) whose label is 0 or 1; reference = ``label``.
+- ``ood_near``: patients whose set is ``ood_near``; reference = ``median_label``.
+- ``ood_all``: patients whose set is ``ood_near`` or ``ood_far``; reference = ``median_label``.
+- ``all`` (Spearman only): every predicted slide whose patient has an expression percentile.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import rankdata, spearmanr
+
+from workflow_scripts.atomic import atomic_path
+from workflow_scripts.ensemble import chosen_splits, read_predictions, slide_scores
+
+EVALUATION_SETS = ("test", "ood_near", "ood_all")
+SPEARMAN_SETS = ("test", "ood_near", "ood_all", "all")
+SLIDE_SCORE_COLUMNS = ["slide_id", "patient_id", "trait", "model", "set", "label", "score", "mean_tile_score"]
+
+
+def read_table(path: str | os.PathLike, required: Iterable[str]) -> pd.DataFrame:
+    """Read a TSV with string ids, failing with the file name when a required column is missing."""
+    frame = pd.read_csv(path, sep="\t", dtype={"patient_id": str, "slide_id": str})
+    missing = [column for column in required if column not in frame.columns]
+    if missing:
+        raise ValueError(f"{path}: missing columns {missing}")
+    return frame
+
+
+def read_labels(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
+    """Concatenate labels/{trait}.tsv files (long form)."""
+    required = ["patient_id", "trait", "percentile", "label", "set", "median_label"]
+    frames = [read_table(path, required) for path in paths]
+    if not frames:
+        raise ValueError("no label files given")
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_patients(splits: pd.DataFrame) -> set[str]:
+    """Held-out test patients of splits.tsv (column `test` True)."""
+    flags = splits["test"].astype(str).str.strip().str.lower().isin(["true", "1", "yes"])
+    return set(splits.loc[flags, "patient_id"].astype(str))
+
+
+def pass_slides(qc: pd.DataFrame) -> pd.DataFrame:
+    """Slides that passed QC with their patients."""
+    return qc.loc[qc["status"].astype(str) == "pass", ["slide_id", "patient_id"]].astype(str).reset_index(drop=True)
+
+
+def evaluation_sets(trait_labels: pd.DataFrame, held_out: set[str]) -> pd.DataFrame:
+    """Patients of one trait in each evaluation set with their reference label (patient_id, set, label)."""
+    labels = pd.to_numeric(trait_labels["label"], errors="coerce")
+    median = pd.to_numeric(trait_labels["median_label"], errors="coerce")
+    patient = trait_labels["patient_id"].astype(str)
+    sets = trait_labels["set"].astype(str)
+    test = patient.isin(held_out) & labels.isin([0, 1])
+    near = sets == "ood_near"
+    ood = sets.isin(["ood_near", "ood_far"])
+    parts = [
+        pd.DataFrame({"patient_id": patient[test], "set": "test", "label": labels[test]}),
+        pd.DataFrame({"patient_id": patient[near], "set": "ood_near", "label": median[near]}),
+        pd.DataFrame({"patient_id": patient[ood], "set": "ood_all", "label": median[ood]}),
+    ]
+    frame = pd.concat(parts, ignore_index=True).dropna(subset=["label"])
+    frame["label"] = frame["label"].astype(int)
+    return frame
+
+
+def collect_slide_scores(
+    prediction_dirs: dict[str, str | os.PathLike],
+    members: pd.DataFrame,
+    threshold: float,
+    slides: pd.DataFrame,
+) -> pd.DataFrame:
+    """Per-slide scores of every model and the ensemble for every trait (slide_id, patient_id, trait, model, ...)."""
+    patient_of = dict(zip(slides["slide_id"], slides["patient_id"]))
+    frames = []
+    for trait, directory in prediction_dirs.items():
+        splits = chosen_splits(members, trait)
+        for path in sorted(Path(directory).glob("*.h5")):
+            if path.stem not in patient_of:
+                continue
+            predictions = read_predictions(path)
+            if predictions.trait != trait:
+                raise ValueError(f"{path}: holds predictions of trait {predictions.trait}, expected {trait}")
+            frame = slide_scores(predictions, splits, threshold)
+            frame["slide_id"] = path.stem
+            frames.append(frame)
+    if not frames:
+        raise ValueError("no prediction files of QC-passed slides were found")
+    scores = pd.concat(frames, ignore_index=True)
+    scores.insert(1, "patient_id", scores["slide_id"].map(patient_of))
+    return scores
+
+
+def assign_sets(scores: pd.DataFrame, labels: pd.DataFrame, held_out: set[str]) -> pd.DataFrame:
+    """Long-form slide scores with one row per slide, trait, model and set (plus set `all` for Spearman)."""
+    parts = []
+    for trait, trait_scores in scores.groupby("trait", sort=True):
+        trait_labels = labels[labels["trait"] == trait]
+        sets = evaluation_sets(trait_labels, held_out)
+        parts.append(trait_scores.merge(sets, on="patient_id", how="inner"))
+        everyone = trait_labels[["patient_id", "label"]].assign(label=pd.to_numeric(trait_labels["label"], "coerce"))
+        everyone = everyone[pd.to_numeric(trait_labels["percentile"], errors="coerce").notna()]
+        parts.append(trait_scores.merge(everyone.assign(set="all"), on="patient_id", how="inner"))
+    frame = pd.concat(parts, ignore_index=True)
+    frame["label"] = frame["label"].astype("Int64")
+    order = {name: index for index, name in enumerate(SPEARMAN_SETS)}
+    frame = frame.sort_values(
+        ["trait", "set", "model", "slide_id"], key=lambda c: c.map(order) if c.name == "set" else c, kind="mergesort"
+    )
+    return frame[SLIDE_SCORE_COLUMNS].reset_index(drop=True)
+
+
+def auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """ROC AUC by the rank-sum (Mann-Whitney) identity, ties counted half; NaN when only one class is present."""
+    labels = np.asarray(labels, dtype=bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    n_positive = int(labels.sum())
+    n_negative = labels.size - n_positive
+    if n_positive == 0 or n_negative == 0:
+        return float("nan")
+    ranks = rankdata(scores)
+    return float((ranks[labels].sum() - n_positive * (n_positive + 1) / 2) / (n_positive * n_negative))
+
+
+def bootstrap_auc_ci(
+    patients: np.ndarray, labels: np.ndarray, scores: np.ndarray, n_boot: int, ci: float, seed: int | list[int]
+) -> tuple[float, float]:
+    """Percentile CI of the slide AUC resampling patients with replacement (all their slides go together)."""
+    patients = np.asarray(patients)
+    labels = np.asarray(labels, dtype=bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    unique, patient_index = np.unique(patients, return_inverse=True)
+    if n_boot < 1 or unique.size == 0:
+        return float("nan"), float("nan")
+    slides_of = [np.flatnonzero(patient_index == index) for index in range(unique.size)]
+    rng = np.random.default_rng(seed)
+    estimates = []
+    for _ in range(n_boot):
+        drawn = rng.integers(0, unique.size, unique.size)
+        rows = np.concatenate([slides_of[index] for index in drawn])
+        estimates.append(auc(labels[rows], scores[rows]))
+    valid = np.asarray(estimates)[~np.isnan(estimates)]
+    if valid.size < 2:
+        return float("nan"), float("nan")
+    alpha = (1.0 - ci) / 2.0
+    low, high = np.quantile(valid, [alpha, 1.0 - alpha])
+    return float(low), float(high)
+
+
+def stable_seed(seed: int, *names: str) -> list[int]:
+    """Seed sequence derived from the config seed and names, identical across runs (unlike hash())."""
+    return [int(seed)] + [zlib.crc32(name.encode()) for name in names]
+
+
+def table1(slide_table: pd.DataFrame, traits: list[str], n_boot: int, ci: float, seed: int) -> pd.DataFrame:
+    """Table 1: per trait test AUC of the split models (mean/min/max) and ensemble AUCs with bootstrap CIs."""
+    rows = []
+    for trait in traits:
+        row: dict[str, object] = {"trait": trait}
+        test = slide_table[(slide_table["trait"] == trait) & (slide_table["set"] == "test")]
+        split_aucs = [
+            auc(group["label"].to_numpy(int), group["score"].to_numpy(float))
+            for model, group in test.groupby("model", sort=True)
+            if model != "ensemble"
+        ]
+        defined = [value for value in split_aucs if not np.isnan(value)]
+        row["test_auc_mean"] = float(np.mean(defined)) if defined else float("nan")
+        row["test_auc_min"] = float(np.min(defined)) if defined else float("nan")
+        row["test_auc_max"] = float(np.max(defined)) if defined else float("nan")
+        for set_name in EVALUATION_SETS:
+            ensemble = slide_table[
+                (slide_table["trait"] == trait) & (slide_table["set"] == set_name) & (slide_table["model"] == "ensemble")
+            ].dropna(subset=["score"])
+            labels = ensemble["label"].to_numpy(int)
+            scores = ensemble["score"].to_numpy(float)
+            low, high = bootstrap_auc_ci(
+                ensemble["patient_id"].to_numpy(str), labels, scores, n_boot, ci, stable_seed(seed, trait, set_name)
+            )
+            row[f"n_{set_name}"] = len(ensemble)
+            row[f"n_{set_name}_patients"] = ensemble["patient_id"].nunique()
+            row[f"{set_name}_auc_ensemble"] = auc(labels, scores)
+            row[f"{set_name}_auc_ensemble_ci_low"] = low
+            row[f"{set_name}_auc_ensemble_ci_high"] = high
+        rows.append(row)
+    columns = ["trait", "n_test", "test_auc_mean", "test_auc_min", "test_auc_max", "test_auc_ensemble"]
+    columns += ["n_ood_near", "ood_near_auc_ensemble", "n_ood_all", "ood_all_auc_ensemble"]
+    columns += [f"{name}_auc_ensemble_ci_{side}" for name in EVALUATION_SETS for side in ("low", "high")]
+    columns += [f"n_{name}_patients" for name in EVALUATION_SETS]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (FDR q-values); NaN p-values stay NaN and are not counted."""
+    p = np.asarray(p_values, dtype=np.float64)
+    q = np.full(p.shape, np.nan)
+    defined = np.flatnonzero(~np.isnan(p))
+    m = defined.size
+    if m == 0:
+        return q
+    order = defined[np.argsort(p[defined], kind="mergesort")]
+    scaled = p[order] * m / np.arange(1, m + 1)
+    q[order] = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
+    return q
+
+
+def spearman_table(slide_table: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
+    """Spearman correlation of ensemble slide scores with expression percentiles per trait and set, BH-adjusted."""
+    percentiles = labels[["patient_id", "trait", "percentile"]].assign(
+        percentile=pd.to_numeric(labels["percentile"], errors="coerce")
+    )
+    ensemble = slide_table[slide_table["model"] == "ensemble"].merge(percentiles, on=["patient_id", "trait"])
+    rows = []
+    for trait in sorted(ensemble["trait"].unique()):
+        for set_name in SPEARMAN_SETS:
+            data = ensemble[(ensemble["trait"] == trait) & (ensemble["set"] == set_name)]
+            data = data.dropna(subset=["score", "percentile"])
+            rho, p_value, note = float("nan"), float("nan"), ""
+            if len(data) < 3:
+                note = "fewer than 3 slides"
+            elif data["score"].nunique() < 2 or data["percentile"].nunique() < 2:
+                note = "constant scores or percentiles"
+            else:
+                result = spearmanr(data["score"], data["percentile"])
+                rho, p_value = float(result.statistic), float(result.pvalue)
+            rows.append({"trait": trait, "set": set_name, "n": len(data), "rho": rho, "p_value": p_value, "note": note})
+    frame = pd.DataFrame(rows, columns=["trait", "set", "n", "rho", "p_value", "note"])
+    frame.insert(5, "q_value", benjamini_hochberg(frame["p_value"].to_numpy(float)))
+    return frame
+
+
+def plot_figure2(slide_table: pd.DataFrame, traits: list[str], png: str | os.PathLike, pdf: str | os.PathLike, seed: int) -> None:
+    """Figure 2: ensemble slide scores by reference label per trait (rows) for test, OOD-near, OOD-all (columns)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    titles = {"test": "Test", "ood_near": "OOD-near", "ood_all": "OOD-all"}
+    figure, axes = plt.subplots(
+        len(traits), len(EVALUATION_SETS), figsize=(3.2 * len(EVALUATION_SETS), 2.8 * len(traits)), squeeze=False
+    )
+    rng = np.random.default_rng(seed)
+    for row, trait in enumerate(traits):
+        for column, set_name in enumerate(EVALUATION_SETS):
+            axis = axes[row][column]
+            data = slide_table[
+                (slide_table["trait"] == trait) & (slide_table["set"] == set_name) & (slide_table["model"] == "ensemble")
+            ].dropna(subset=["score"])
+            groups = [data.loc[data["label"] == label, "score"].to_numpy(float) for label in (0, 1)]
+            axis.boxplot(groups, positions=[0, 1], widths=0.5, showfliers=False)
+            for position, values in enumerate(groups):
+                jitter = rng.uniform(-0.12, 0.12, values.size)
+                axis.scatter(position + jitter, values, s=10, alpha=0.7, color=("tab:blue", "tab:red")[position])
+            axis.set_xticks([0, 1], [f"low (n={groups[0].size})", f"high (n={groups[1].size})"])
+            axis.set_ylim(-0.05, 1.05)
+            axis.set_title(f"{trait} - {titles[set_name]}", fontsize=9)
+            if column == 0:
+                axis.set_ylabel("ensemble slide score")
+    figure.tight_layout()
+    for path in (png, pdf):
+        with atomic_path(path) as temporary:
+            figure.savefig(temporary, format=Path(path).suffix.lstrip("."), dpi=150, metadata=_no_dates(path))
+    plt.close(figure)
+
+
+def _no_dates(path: str | os.PathLike) -> dict:
+    """Figure metadata without creation dates, so that reruns write identical files."""
+    return {"CreationDate": None} if str(path).endswith(".pdf") else {"Software": None}
+
+
+def write_tsv(frame: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write a TSV atomically with a fixed float format, so reruns are byte-identical."""
+    with atomic_path(path) as temporary:
+        frame.to_csv(temporary, sep="\t", index=False, float_format="%.6g", na_rep="NaN")

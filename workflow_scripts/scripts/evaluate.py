@@ -1,0 +1,48 @@
+"""Snakemake script: ensemble members, slide scores, Table 1, Spearman correlations and Figure 2."""
+
+from pathlib import Path
+
+from workflow_scripts.logs import get_logger
+
+log = get_logger(__name__, snakemake.log[0])  # noqa: F821
+
+from workflow_scripts.ensemble import choose_members, read_metrics  # noqa: E402
+from workflow_scripts.evaluate import (  # noqa: E402
+    assign_sets,
+    collect_slide_scores,
+    pass_slides,
+    plot_figure2,
+    read_labels,
+    read_table,
+    spearman_table,
+    table1,
+    test_patients,
+    write_tsv,
+)
+
+traits = list(snakemake.params.traits)  # noqa: F821
+ensemble = snakemake.params.ensemble  # noqa: F821
+evaluation = snakemake.params.evaluation  # noqa: F821
+seed = int(snakemake.params.seed)  # noqa: F821
+prediction_dirs = {Path(path).name: path for path in snakemake.input.predictions}  # noqa: F821
+missing = [trait for trait in traits if trait not in prediction_dirs]
+if missing:
+    raise ValueError(f"no prediction directory for traits {missing} among {list(prediction_dirs)}")
+
+members = choose_members(read_metrics(snakemake.input.metrics), int(ensemble["top_k"]))  # noqa: F821
+log.info("ensemble members:\n%s", members[members["chosen"]].to_string(index=False))
+labels = read_labels(snakemake.input.labels)  # noqa: F821
+held_out = test_patients(read_table(snakemake.input.splits, ["patient_id", "test"]))  # noqa: F821
+slides = pass_slides(read_table(snakemake.input.qc, ["slide_id", "patient_id", "status"]))  # noqa: F821
+scores = collect_slide_scores({trait: prediction_dirs[trait] for trait in traits}, members, float(ensemble["threshold"]), slides)
+slide_table = assign_sets(scores, labels, held_out)
+log.info("scored %d slides for %d traits", scores["slide_id"].nunique(), len(traits))
+summary = table1(slide_table, traits, int(evaluation["bootstrap"]), float(evaluation["ci"]), seed)
+log.info("table 1:\n%s", summary.to_string(index=False))
+
+write_tsv(members, snakemake.output.members)  # noqa: F821
+write_tsv(slide_table, snakemake.output.slide_scores)  # noqa: F821
+write_tsv(summary, snakemake.output.table1)  # noqa: F821
+write_tsv(spearman_table(slide_table, labels), snakemake.output.spearman)  # noqa: F821
+plot_figure2(slide_table, traits, snakemake.output.figure_png, snakemake.output.figure_pdf, seed)  # noqa: F821
+log.info("evaluation written")
