@@ -11,6 +11,7 @@ import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -142,3 +143,65 @@ def write_aperio_slide(
                 level_description = f"{APERIO_HEADER} \r\n{width}x{height} -> {level_w}x{level_h} - |{description.split('|', 1)[1]}"
                 tif.write(_tiles_of(level, tile_px), shape=level.shape, description=level_description, **page_options)
     return final
+
+
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1 in microns
+PINK = np.array([232, 150, 196], np.float32)
+PURPLE = np.array([82, 48, 140], np.float32)
+GLASS = np.array([243, 241, 245], np.float32)
+NUCLEUS_SPACING_UM = 12.0
+NUCLEUS_RADIUS_UM = 3.0
+DEFOCUS_SIGMA_UM = 4.0
+
+
+@dataclass(frozen=True)
+class SyntheticHE:
+    """H&E-like pixels defined in microns, so the same tissue can be scanned at any resolution.
+
+    Tissue is pink stroma with purple nuclei on a jittered 12 um lattice; in `blurred` boxes the nuclei are
+    rendered out of focus (Gaussian profile, sigma 4 um); `pen` boxes are filled with marker ink colours.
+    Call it as a slidewriter region reader: pattern(x, y, w, h) -> uint8 (h, w, 3) at `mpp`.
+    """
+
+    mpp: float
+    tissue: tuple[Box, ...]
+    blurred: tuple[Box, ...] = ()
+    pen: tuple[tuple[Box, tuple[int, int, int]], ...] = ()
+    seed: int = 0
+
+    def __call__(self, x: int, y: int, width: int, height: int) -> np.ndarray:
+        """Render a level-0 region."""
+        u = ((np.arange(x, x + width, dtype=np.float32) + 0.5) * self.mpp)[None, :]
+        v = ((np.arange(y, y + height, dtype=np.float32) + 0.5) * self.mpp)[:, None]
+        column, row = np.floor(u / NUCLEUS_SPACING_UM), np.floor(v / NUCLEUS_SPACING_UM)
+        weight = (self._nucleus_distance2(u, v, column, row) < NUCLEUS_RADIUS_UM**2).astype(np.float32)
+        if self.blurred:
+            in_blur = self._inside(self.blurred, u, v)
+            if in_blur.any():
+                soft = np.zeros_like(weight)
+                for step_x in (-1, 0, 1):
+                    for step_y in (-1, 0, 1):
+                        distance2 = self._nucleus_distance2(u, v, column + step_x, row + step_y)
+                        soft += np.exp(-distance2 / (2 * DEFOCUS_SIGMA_UM**2))
+                weight = np.where(in_blur, np.minimum(0.8 * soft, 1.0), weight)
+        tissue_here = self._inside(self.tissue, u, v)[..., None]
+        stain = PINK + weight[..., None] * (PURPLE - PINK)
+        image = np.where(tissue_here, stain, GLASS)
+        for box, colour in self.pen:
+            image = np.where(self._inside((box,), u, v)[..., None], np.asarray(colour, np.float32), image)
+        return (image + 0.5).astype(np.uint8)
+
+    def _nucleus_distance2(self, u: np.ndarray, v: np.ndarray, column: np.ndarray, row: np.ndarray) -> np.ndarray:
+        """Squared distance (um^2) to the jittered nucleus of lattice cell (column, row)."""
+        mixed = (column.astype(np.int64) * 73856093) ^ (row.astype(np.int64) * 19349663) ^ (self.seed * 83492791)
+        jitter_x = (mixed % 1000) / 1000.0 * 6.0 + 3.0
+        jitter_y = ((mixed // 1000) % 1000) / 1000.0 * 6.0 + 3.0
+        return (u - column * NUCLEUS_SPACING_UM - jitter_x) ** 2 + (v - row * NUCLEUS_SPACING_UM - jitter_y) ** 2
+
+    @staticmethod
+    def _inside(boxes: Sequence[Box], u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """Pixels whose centres fall inside any of the boxes."""
+        inside = np.zeros((v.shape[0], u.shape[1]), bool)
+        for x0, y0, x1, y1 in boxes:
+            inside |= ((v >= y0) & (v < y1)) & ((u >= x0) & (u < x1))
+        return inside

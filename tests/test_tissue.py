@@ -1,0 +1,82 @@
+"""Tissue, pen-ink and focus measures, checked against hand-computed values and real H&E tiles."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy import ndimage
+
+from workflow_scripts import tissue
+
+
+def test_hsv_of_primary_colours():
+    image = np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 255], [128, 128, 128], [255, 128, 0]]], np.uint8)
+    hue, saturation, value = tissue.rgb_to_hsv(image)
+    assert hue[0].tolist() == pytest.approx([0, 120, 240, 0, 30.1176], abs=1e-3)  # orange: 60 * 128/255
+    assert saturation[0].tolist() == pytest.approx([1, 1, 1, 0, 1])
+    assert value[0].tolist() == pytest.approx([1, 1, 1, 128 / 255, 1])
+
+
+def test_otsu_splits_two_clusters():
+    values = np.concatenate([np.full(60, 0.1), np.full(40, 0.7)])
+    threshold = tissue.otsu_threshold(values)
+    assert 0.1 < threshold <= 0.7
+    assert ((values > threshold) == (values == 0.7)).all()
+
+
+def test_pen_colours_detected_and_stain_is_not():
+    swatches = {
+        "green": (40, 160, 60),
+        "blue": (30, 60, 200),
+        "black": (20, 20, 25),
+        "eosin": (232, 150, 196),
+        "hematoxylin": (82, 48, 140),
+        "glass": (243, 241, 245),
+    }
+    for name, colour in swatches.items():
+        image = np.zeros((9, 9, 3), np.uint8)
+        image[:] = colour
+        assert tissue.pen_mask(image).all() == (name in ("green", "blue", "black")), name
+
+
+def test_tissue_mask_drops_specks_and_pen():
+    image = np.full((40, 40, 3), 243, np.uint8)
+    image[5:25, 5:25] = (232, 150, 196)  # a 400 px tissue piece
+    image[30, 30] = (232, 150, 196)  # a 1 px speck
+    image[10:14, 10:14] = (40, 160, 60)  # ink on the tissue
+    mask = tissue.tissue_mask(image)
+    assert not mask[30, 30]
+    assert not mask[11, 11]
+    assert mask[20, 20] and not mask[0, 0]
+
+
+def test_real_tiles_are_tissue_without_ink(shared_data):
+    for path in sorted((shared_data / "tiles").glob("*.jp*g"))[:6]:
+        image = np.asarray(Image.open(path).convert("RGB").reduce(8))
+        assert tissue.pen_mask(image).mean() < 0.02, path.name
+        assert tissue.tissue_mask(image).mean() > 0.3, path.name
+
+
+def test_laplacian_variance_of_a_single_bright_pixel():
+    image = np.zeros((5, 5, 3), np.uint8)
+    image[2, 2] = 100
+    # Laplacian: -400 at the centre, +100 at its 4 neighbours, mean 0 => variance (160000 + 4 * 10000) / 25
+    assert tissue.laplacian_variance(image) == pytest.approx(8000.0, rel=1e-5)
+    assert tissue.laplacian_variance(np.full((8, 8, 3), 77, np.uint8)) == 0.0
+
+
+def test_blur_lowers_focus_on_real_tissue(shared_data):
+    path = sorted((shared_data / "tiles").glob("*.jp*g"))[0]
+    sharp = np.asarray(Image.open(path).convert("RGB").reduce(2))  # ~1 um/px
+    blurred = ndimage.gaussian_filter(sharp, sigma=(2, 2, 0))
+    assert tissue.laplacian_variance(sharp) > 100 > tissue.laplacian_variance(blurred)
+
+
+def test_cell_fractions_hand_computed():
+    mask = np.zeros((4, 6), bool)
+    mask[0:2, 0:3] = True  # 6 of the 9 pixels of cell (col 0, row 0)
+    mask[2, 3] = True  # 1 of the 9 pixels of cell (col 1, row 0)
+    mask[3, 4] = True  # cell (col 1, row 1) is clipped to 1 x 3 pixels by the mask edge
+    fractions = tissue.cell_fractions(mask, 3.0, n_cols=2, n_rows=2)
+    np.testing.assert_allclose(fractions, [[6 / 9, 1 / 9], [0.0, 1 / 3]], rtol=1e-6)

@@ -1,0 +1,575 @@
+"""Cut a slide into tissue tiles at a fixed physical resolution and write them to a tile store, with QC.
+
+Grid: square cells of tile_px pixels at target_mpp, i.e. level0_tile_px = tile_px * target_mpp / source_mpp
+level-0 pixels, starting at the slide's top-left corner; only whole cells are used. Each cell's tissue, pen
+and background fractions come from a low-resolution mask (tissue.py), so background is never read at full
+resolution. Tissue cells get a focus check at ~1 um/px, and the kept cells are read from the coarsest level
+that still has target resolution and resized with an area (integer factor) or Lanczos (other factor) filter.
+
+Fast path: for JPEG/deflate tiled TIFFs (Aperio SVS, generic tiled TIFF) the compressed source tiles are read
+with os.pread and decoded by imagecodecs, each source tile once, in row-ordered chunks of output tiles with a
+bounded cache, using a thread pool (the codecs release the GIL). Any other format goes through OpenSlide.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import openslide
+import pandas as pd
+import tifffile
+from PIL import Image, ImageDraw
+
+from workflow_scripts import slides, tissue
+from workflow_scripts.atomic import atomic_path
+from workflow_scripts.tilestore import encode_tile, write_tile_store
+
+QC_COLUMNS = (
+    "slide_id",
+    "patient_id",
+    "status",
+    "reason",
+    "mpp",
+    "objective_power",
+    "width",
+    "height",
+    "tissue_fraction",
+    "pen_fraction",
+    "blur_fraction",
+    "n_tiles",
+)
+FAST_PATH_VENDORS = ("aperio", "generic-tiff")
+MASK_CELL_PX = 32  # mask pixels per grid cell side: 8 um/px for 512 px tiles at 0.5 um/px
+BLUR_MPP = 1.0  # resolution of the focus check
+PEN_TILE_FRACTION = 0.05  # a cell with more ink than this is dropped
+RESOLUTION_TOLERANCE = 1.1  # a source up to 10% coarser than target_mpp still counts as target resolution
+MASK_STRIP_PX = 2048
+
+
+@dataclass(frozen=True)
+class TilingConfig:
+    """The `tiling` block of the workflow config; pen/blur_max_fraction are slide-level QC limits."""
+
+    tile_px: int = 512
+    target_mpp: float = 0.5
+    max_background: float = 0.5
+    encoding: str = "jpeg"
+    jpeg_quality: int = 90
+    default_mpp: float | None = None
+    pen_max_fraction: float = 0.3
+    blur_max_fraction: float = 0.5
+    blur_threshold: float = 100.0
+    min_tiles: int = 1
+    fast_path: bool = True
+
+    def __post_init__(self) -> None:
+        """Reject a bad config before any slide is touched, so it is not mistaken for bad slides."""
+        if self.encoding not in ("jpeg", "raw"):
+            raise ValueError(f"tiling.encoding must be 'jpeg' or 'raw', got {self.encoding!r}")
+        if self.tile_px < 8 or self.target_mpp <= 0:
+            raise ValueError(f"tiling.tile_px must be >= 8 and target_mpp > 0, got {self.tile_px}, {self.target_mpp}")
+        if not 0.0 <= self.max_background < 1.0:
+            raise ValueError(f"tiling.max_background must be in [0, 1), got {self.max_background}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"tiling.jpeg_quality must be in 1..100, got {self.jpeg_quality}")
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> TilingConfig:
+        """Build from the config dict, ignoring keys meant for other steps (e.g. `exclude`) and nulls."""
+        known = {f.name for f in fields(cls)}
+        values = {key: value for key, value in dict(params).items() if key in known and value is not None}
+        if params.get("default_mpp") is None:
+            values["default_mpp"] = None
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Tile grid in level-0 pixels: cell (col,row) starts at round(col*span), round(row*span), size round(span)."""
+
+    span: float
+    n_cols: int
+    n_rows: int
+
+    @property
+    def size(self) -> int:
+        """Level-0 pixels read per tile."""
+        return int(round(self.span))
+
+    def origin(self, col: int, row: int) -> tuple[int, int]:
+        """Level-0 top-left corner of a cell."""
+        return int(round(col * self.span)), int(round(row * self.span))
+
+
+@dataclass
+class SlideQC:
+    """One QC row (QC_COLUMNS) plus the masks and kept cells used to draw the QC thumbnail."""
+
+    slide_id: str
+    patient_id: str
+    status: str = "fail"
+    reason: str = ""
+    mpp: float | None = None
+    objective_power: float | None = None
+    width: int | None = None
+    height: int | None = None
+    tissue_fraction: float | None = None
+    pen_fraction: float | None = None
+    blur_fraction: float | None = None
+    n_tiles: int = 0
+    thumbnail: np.ndarray | None = field(default=None, repr=False)
+    tissue: np.ndarray | None = field(default=None, repr=False)
+    pen: np.ndarray | None = field(default=None, repr=False)
+    kept_cells: list[tuple[int, int]] = field(default_factory=list, repr=False)
+    grid: Grid | None = None
+    mask_downsample: float = 1.0
+
+    def row(self) -> dict[str, Any]:
+        """The QC table row."""
+        values = asdict(self)
+        return {column: values[column] for column in QC_COLUMNS}
+
+
+def plan_grid(width: int, height: int, source_mpp: float, tile_px: int, target_mpp: float) -> Grid:
+    """Whole cells of tile_px * target_mpp microns covering the slide from its top-left corner."""
+    span = tile_px * target_mpp / source_mpp
+    return Grid(span, int(width // span), int(height // span))
+
+
+def resize_tile(region: np.ndarray, tile_px: int) -> np.ndarray:
+    """Resize a square source region to tile_px: box average for integer factors, Lanczos otherwise."""
+    height, width = region.shape[:2]
+    if (height, width) == (tile_px, tile_px):
+        return region
+    image = Image.fromarray(region)
+    if height == width and height % tile_px == 0:
+        return np.asarray(image.reduce(height // tile_px))
+    return np.asarray(image.resize((tile_px, tile_px), Image.Resampling.LANCZOS))
+
+
+def read_low_res(slide: openslide.OpenSlide, downsample: float) -> np.ndarray:
+    """Whole slide at `downsample` level-0 px per pixel, read in strips from the best pyramid level."""
+    level = slides.level_for_downsample(slide.level_downsamples, downsample)
+    level_w, level_h = slide.level_dimensions[level]
+    level_downsample = slide.level_downsamples[level]
+    ratio = downsample / level_downsample
+    out_w = max(1, int(round(level_w / ratio)))
+    out_h = max(1, int(round(level_h / ratio)))
+    image = np.empty((out_h, out_w, 3), np.uint8)
+    strip_rows = max(1, int(MASK_STRIP_PX // ratio))
+    for top in range(0, out_h, strip_rows):
+        bottom = min(out_h, top + strip_rows)
+        y0 = int(round(top * ratio))
+        y1 = min(level_h, max(y0 + 1, int(round(bottom * ratio))))
+        strip = slides.read_rgb(slide, level, 0, int(round(y0 * level_downsample)), level_w, y1 - y0)
+        image[top:bottom] = np.asarray(Image.fromarray(strip).resize((out_w, bottom - top), Image.Resampling.BOX))
+    return image
+
+
+class TiffLevelReader:
+    """Reads regions of one tiled TIFF page by decoding its compressed tiles directly, with a tile cache."""
+
+    def __init__(self, path: str | os.PathLike, level_size: tuple[int, int]) -> None:
+        self.path = Path(path)
+        self._tiff = tifffile.TiffFile(self.path)
+        try:
+            self.page = self._find_page(level_size)
+        except BaseException:
+            self._tiff.close()
+            raise
+        self.width, self.height = level_size
+        self.tile_h, self.tile_w = self.page.tilelength, self.page.tilewidth
+        self.tiles_across = math.ceil(self.width / self.tile_w)
+        self._offsets = self.page.dataoffsets
+        self._counts = self.page.databytecounts
+        self._decode = self.page.decode
+        self._jpegtables = self.page.jpegtables
+        self._fd = os.open(self.path, os.O_RDONLY)
+        self.cache: dict[tuple[int, int], np.ndarray] = {}
+
+    def _find_page(self, level_size: tuple[int, int]) -> tifffile.TiffPage:
+        """The tiled RGB 8-bit page with this level's size, in a codec imagecodecs decodes."""
+        for page in self._tiff.pages:
+            if (page.imagewidth, page.imagelength) != tuple(level_size) or not page.is_tiled:
+                continue
+            if page.samplesperpixel != 3 or page.bitspersample != 8 or page.planarconfig != 1 or page.imagedepth != 1:
+                continue
+            if page.photometric == 6 and page.compression != 7:
+                continue
+            if page.photometric in (2, 6) and page.compression in (1, 5, 7, 8, 32946, 50000):
+                return page
+        raise LookupError(f"{self.path.name}: no directly decodable tiled page of size {level_size}")
+
+    def close(self) -> None:
+        """Release the file handles."""
+        os.close(self._fd)
+        self._tiff.close()
+
+    def tiles_for(self, x: int, y: int, width: int, height: int) -> set[tuple[int, int]]:
+        """Source tile (column, row) indices under a region of this level."""
+        cols = range(max(0, x) // self.tile_w, (min(self.width, x + width) - 1) // self.tile_w + 1)
+        rows = range(max(0, y) // self.tile_h, (min(self.height, y + height) - 1) // self.tile_h + 1)
+        return {(col, row) for row in rows for col in cols}
+
+    def decode(self, key: tuple[int, int]) -> np.ndarray:
+        """Decode one source tile (white if the scanner left it empty)."""
+        index = key[1] * self.tiles_across + key[0]
+        count = int(self._counts[index])
+        if count == 0:
+            return np.full((self.tile_h, self.tile_w, 3), 255, np.uint8)
+        data = os.pread(self._fd, count, int(self._offsets[index]))
+        if len(data) != count:
+            raise OSError(f"{self.path.name}: truncated file, tile {key} has {len(data)} of {count} bytes")
+        pixels, _, _ = self._decode(data, index, jpegtables=self._jpegtables)
+        pixels = pixels.reshape(pixels.shape[-3:])
+        if pixels.shape[:2] == (self.tile_h, self.tile_w):
+            return pixels
+        full = np.full((self.tile_h, self.tile_w, 3), 255, np.uint8)
+        full[: pixels.shape[0], : pixels.shape[1]] = pixels[: self.tile_h, : self.tile_w]
+        return full
+
+    def fill(self, keys: set[tuple[int, int]], pool: ThreadPoolExecutor) -> None:
+        """Decode (in parallel) the tiles not yet cached."""
+        missing = sorted(keys - self.cache.keys())
+        for key, pixels in zip(missing, pool.map(self.decode, missing)):
+            self.cache[key] = pixels
+
+    def region(self, x: int, y: int, width: int, height: int) -> np.ndarray:
+        """Assemble a region from cached tiles; outside the image is white."""
+        out = np.full((height, width, 3), 255, np.uint8)
+        for col, row in self.tiles_for(x, y, width, height):
+            tile = self.cache[(col, row)]
+            tile_x, tile_y = col * self.tile_w, row * self.tile_h
+            left, top = max(x, tile_x), max(y, tile_y)
+            right = min(x + width, tile_x + self.tile_w, self.width)
+            bottom = min(y + height, tile_y + self.tile_h, self.height)
+            out[top - y : bottom - y, left - x : right - x] = tile[top - tile_y : bottom - tile_y, left - tile_x : right - tile_x]
+        return out
+
+
+def fast_reader_for(slide: openslide.OpenSlide, path: Path, level: int) -> TiffLevelReader | None:
+    """A direct TIFF reader for this level when the format allows it, else None (use OpenSlide)."""
+    if slide.properties.get(openslide.PROPERTY_NAME_VENDOR) not in FAST_PATH_VENDORS:
+        return None
+    try:
+        return TiffLevelReader(path, slide.level_dimensions[level])
+    except (LookupError, tifffile.TiffFileError, ValueError):
+        return None
+
+
+def _finish_tile(region: np.ndarray, config: TilingConfig) -> np.ndarray | bytes:
+    """Resize and (for JPEG stores) encode, so this work runs in the worker threads."""
+    tile = resize_tile(region, config.tile_px)
+    return encode_tile(tile, config.jpeg_quality) if config.encoding == "jpeg" else np.ascontiguousarray(tile)
+
+
+def _level_box(grid: Grid, cell: tuple[int, int], downsample: float) -> tuple[int, int, int, int, int]:
+    """Level-0 origin and level-sized box (x, y, level_x, level_y, level_size) of a cell."""
+    x, y = grid.origin(*cell)
+    return x, y, int(round(x / downsample)), int(round(y / downsample)), int(round(grid.span / downsample))
+
+
+def iter_tiles_fast(
+    reader: TiffLevelReader,
+    grid: Grid,
+    cells: Sequence[tuple[int, int]],
+    downsample: float,
+    config: TilingConfig,
+    pool: ThreadPoolExecutor,
+    chunk: int,
+    progress: Callable[[int], None],
+) -> Iterator[np.ndarray | bytes]:
+    """Tiles of `cells` (row-major order) decoded straight from the TIFF, each source tile decoded once."""
+    boxes = [_level_box(grid, cell, downsample) for cell in cells]
+    needs = [reader.tiles_for(lx, ly, size, size) for _, _, lx, ly, size in boxes]
+    for start in range(0, len(cells), chunk):
+        stop = min(len(cells), start + chunk)
+        wanted = set().union(*needs[start:stop])
+        reader.fill(wanted, pool)
+
+        def build(i: int) -> np.ndarray | bytes:
+            _, _, lx, ly, size = boxes[i]
+            return _finish_tile(reader.region(lx, ly, size, size), config)
+
+        yield from pool.map(build, range(start, stop))
+        progress(stop)
+        following = set().union(*needs[stop : stop + chunk]) if stop < len(cells) else set()
+        bottom_row = max(key[1] for key in wanted)
+        for key in list(reader.cache):
+            if key not in following and key[1] != bottom_row:
+                del reader.cache[key]
+    reader.cache.clear()
+
+
+def iter_tiles_openslide(
+    slide: openslide.OpenSlide,
+    grid: Grid,
+    cells: Sequence[tuple[int, int]],
+    level: int,
+    config: TilingConfig,
+    pool: ThreadPoolExecutor,
+    chunk: int,
+    progress: Callable[[int], None],
+) -> Iterator[np.ndarray | bytes]:
+    """Tiles of `cells` read with OpenSlide from `level` (threads: OpenSlide handles are thread-safe)."""
+    downsample = slide.level_downsamples[level]
+
+    def build(cell: tuple[int, int]) -> np.ndarray | bytes:
+        x, y, _, _, size = _level_box(grid, cell, downsample)
+        return _finish_tile(slides.read_rgb(slide, level, x, y, size, size), config)
+
+    for start in range(0, len(cells), chunk):
+        stop = min(len(cells), start + chunk)
+        yield from pool.map(build, cells[start:stop])
+        progress(stop)
+
+
+def focus_scores(
+    slide: openslide.OpenSlide, grid: Grid, cells: Sequence[tuple[int, int]], source_mpp: float, pool: ThreadPoolExecutor
+) -> np.ndarray:
+    """Variance of the Laplacian of each cell at ~BLUR_MPP um/px, read from a mid-resolution level."""
+    wanted = BLUR_MPP / source_mpp
+    level = slides.level_for_downsample(slide.level_downsamples, wanted)
+    downsample = slide.level_downsamples[level]
+    out_px = max(8, int(round(grid.span / wanted)))
+
+    def score(cell: tuple[int, int]) -> float:
+        x, y, _, _, size = _level_box(grid, cell, downsample)
+        region = slides.read_rgb(slide, level, x, y, size, size)
+        if size != out_px:
+            region = np.asarray(Image.fromarray(region).resize((out_px, out_px), Image.Resampling.BOX))
+        return tissue.laplacian_variance(region)
+
+    return np.array(list(pool.map(score, cells)), dtype=np.float64)
+
+
+def tile_slide(
+    slide_path: str | os.PathLike,
+    store_path: str | os.PathLike,
+    slide_id: str,
+    patient_id: str,
+    config: TilingConfig,
+    threads: int = 1,
+    log: logging.Logger | None = None,
+) -> SlideQC:
+    """Tile one slide into store_path and return its QC; any failure gives a fail row and a zero-tile store."""
+    log = log or logging.getLogger(__name__)
+    qc = SlideQC(slide_id=slide_id, patient_id=patient_id)
+    slide_path = Path(slide_path)
+    started = time.perf_counter()
+    try:
+        _tile_into(slide_path, store_path, config, max(1, int(threads)), log, qc)
+    except (slides.SlideError, openslide.OpenSlideError, OSError, ValueError, RuntimeError, LookupError) as error:
+        log.error("%s: tiling failed: %s", slide_id, error, exc_info=not isinstance(error, slides.SlideError))
+        qc.status, qc.reason, qc.n_tiles, qc.kept_cells = "fail", f"{type(error).__name__}: {error}", 0, []
+        if isinstance(error, slides.SlideError):
+            qc.reason = str(error)
+    if qc.status == "fail":
+        _write_empty_store(store_path, slide_id, slide_path, config, qc)
+    log.info("%s: %s%s, %d tiles in %.1f s", slide_id, qc.status, f" ({qc.reason})" if qc.reason else "", qc.n_tiles, time.perf_counter() - started)
+    return qc
+
+
+def _tile_into(slide_path: Path, store_path: str | os.PathLike, config: TilingConfig, threads: int, log: logging.Logger, qc: SlideQC) -> None:
+    """The body of tile_slide; raises on unusable slides, sets qc.status/reason for QC failures."""
+    with slides.open_slide(slide_path) as slide:
+        qc.width, qc.height = slide.dimensions
+        resolution = slides.slide_resolution(slide, config.default_mpp, qc.slide_id)
+        qc.mpp, qc.objective_power = resolution.mpp, resolution.objective_power
+        log.info("%s: %dx%d px, %.4f um/px (from %s), %d levels", qc.slide_id, qc.width, qc.height, qc.mpp, resolution.source, slide.level_count)
+        if resolution.mpp > config.target_mpp * RESOLUTION_TOLERANCE:
+            raise slides.SlideError(f"{qc.slide_id}: resolution {resolution.mpp:.3f} um/px is coarser than the target {config.target_mpp} um/px")
+        grid = plan_grid(qc.width, qc.height, resolution.mpp, config.tile_px, config.target_mpp)
+        qc.grid = grid
+        mask_downsample = grid.span / MASK_CELL_PX
+        thumbnail = read_low_res(slide, mask_downsample)
+        pen = tissue.pen_mask(thumbnail)
+        tissue_pixels = tissue.tissue_mask(thumbnail, pen=pen)
+        qc.thumbnail, qc.tissue, qc.pen, qc.mask_downsample = thumbnail, tissue_pixels, pen, mask_downsample
+        qc.tissue_fraction = float(tissue_pixels.mean())
+        cell_px = grid.span / mask_downsample
+        tissue_cells = tissue.cell_fractions(tissue_pixels, cell_px, grid.n_cols, grid.n_rows)
+        pen_cells = tissue.cell_fractions(pen, cell_px, grid.n_cols, grid.n_rows)
+        foreground = tissue_cells + pen_cells >= 1.0 - config.max_background
+        inked = foreground & (pen_cells > PEN_TILE_FRACTION)
+        qc.pen_fraction = float(inked.sum() / max(1, foreground.sum()))
+        candidates = [(int(col), int(row)) for row, col in zip(*np.nonzero(foreground & ~inked & (tissue_cells >= 1.0 - config.max_background)))]
+        log.info("%s: grid %dx%d cells of %.1f level-0 px, %d foreground, %d inked, %d tissue candidates", qc.slide_id, grid.n_cols, grid.n_rows, grid.span, int(foreground.sum()), int(inked.sum()), len(candidates))
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            scores = focus_scores(slide, grid, candidates, resolution.mpp, pool) if candidates else np.zeros(0)
+            sharp = scores >= config.blur_threshold
+            qc.blur_fraction = float((~sharp).sum() / max(1, len(candidates)))
+            kept = [cell for cell, ok in zip(candidates, sharp) if ok]
+            qc.kept_cells = kept
+            failure = _qc_failure(qc, len(kept), config)
+            if failure:
+                qc.status, qc.reason = "fail", failure
+                return
+            _write_tiles(slide, slide_path, store_path, grid, kept, tissue_cells, resolution.mpp, config, pool, threads, log, qc)
+        qc.status, qc.reason, qc.n_tiles = "pass", "", len(kept)
+
+
+def _qc_failure(qc: SlideQC, n_kept: int, config: TilingConfig) -> str:
+    """The QC fail reason for a readable slide, or '' when it passes."""
+    if qc.pen_fraction is not None and qc.pen_fraction > config.pen_max_fraction:
+        return f"pen ink on {qc.pen_fraction:.0%} of tissue tiles (max {config.pen_max_fraction:.0%})"
+    if qc.blur_fraction is not None and qc.blur_fraction > config.blur_max_fraction:
+        return f"out of focus: {qc.blur_fraction:.0%} of tissue tiles blurred (max {config.blur_max_fraction:.0%})"
+    if n_kept < config.min_tiles:
+        return f"{n_kept} tissue tiles, fewer than min_tiles={config.min_tiles}"
+    return ""
+
+
+def _write_tiles(
+    slide: openslide.OpenSlide,
+    slide_path: Path,
+    store_path: str | os.PathLike,
+    grid: Grid,
+    kept: list[tuple[int, int]],
+    tissue_cells: np.ndarray,
+    source_mpp: float,
+    config: TilingConfig,
+    pool: ThreadPoolExecutor,
+    threads: int,
+    log: logging.Logger,
+    qc: SlideQC,
+) -> None:
+    """Read, resize and encode the kept tiles into the store, streaming in row-major chunks."""
+    level = slides.level_for_downsample(slide.level_downsamples, grid.span / config.tile_px)
+    downsample = slide.level_downsamples[level]
+    reader = fast_reader_for(slide, slide_path, level) if config.fast_path else None
+    chunk = max(8, 4 * threads)
+    step = max(1, len(kept) // 10)
+    started = time.perf_counter()
+    reported = [0]
+
+    def progress(done: int) -> None:
+        if done - reported[0] >= step or done == len(kept):
+            reported[0] = done
+            elapsed = time.perf_counter() - started
+            log.info("%s: %d/%d tiles (%.1f tiles/s)", qc.slide_id, done, len(kept), done / max(elapsed, 1e-9))
+
+    log.info("%s: reading %d tiles from level %d (downsample %.2f) via %s, %d threads", qc.slide_id, len(kept), level, downsample, "direct TIFF decoding" if reader else "OpenSlide", threads)
+    try:
+        if reader is not None:
+            tiles = iter_tiles_fast(reader, grid, kept, downsample, config, pool, chunk, progress)
+        else:
+            tiles = iter_tiles_openslide(slide, grid, kept, level, config, pool, chunk, progress)
+        write_tile_store(
+            store_path,
+            qc.slide_id,
+            coords=np.array([grid.origin(*cell) for cell in kept], dtype=np.int64).reshape(-1, 2),
+            grid=np.array(kept, dtype=np.int32).reshape(-1, 2),
+            tissue_fraction=np.array([tissue_cells[row, col] for col, row in kept], dtype=np.float32),
+            tiles=tiles,
+            attrs=_store_attrs(grid, source_mpp, slide_path, config),
+            encoding=config.encoding,
+            jpeg_quality=config.jpeg_quality,
+            thumbnail=qc.thumbnail,
+            thumbnail_downsample=qc.mask_downsample,
+        )
+    finally:
+        if reader is not None:
+            reader.close()
+
+
+def _store_attrs(grid: Grid | None, source_mpp: float | None, slide_path: Path, config: TilingConfig) -> dict[str, Any]:
+    """File attributes of a tile store (SPEC item 2)."""
+    return {
+        "tile_px": config.tile_px,
+        "mpp": config.target_mpp,
+        "level0_tile_px": float(grid.span) if grid else 0.0,
+        "source_mpp": float(source_mpp) if source_mpp else 0.0,
+        "source_path": str(slide_path),
+        "grid_shape": (grid.n_cols, grid.n_rows) if grid else (0, 0),
+    }
+
+
+def _write_empty_store(store_path: str | os.PathLike, slide_id: str, slide_path: Path, config: TilingConfig, qc: SlideQC) -> None:
+    """A zero-tile store, so a failed slide still produces every declared output."""
+    write_tile_store(
+        store_path,
+        slide_id,
+        np.zeros((0, 2), np.int64),
+        np.zeros((0, 2), np.int32),
+        np.zeros(0, np.float32),
+        [],
+        _store_attrs(qc.grid, qc.mpp, slide_path, config),
+        config.encoding,
+        config.jpeg_quality,
+        qc.thumbnail,
+        qc.mask_downsample,
+    )
+
+
+def qc_image(qc: SlideQC, max_px: int = 1024) -> Image.Image:
+    """QC thumbnail: tissue tinted green, pen ink red, kept tiles outlined blue, status and reason written on top."""
+    if qc.thumbnail is None:
+        image = Image.new("RGB", (640, 160), "white")
+    else:
+        pixels = qc.thumbnail.astype(np.float32)
+        if qc.tissue is not None:
+            pixels[qc.tissue] = 0.6 * pixels[qc.tissue] + 0.4 * np.array([0, 200, 0], np.float32)
+        if qc.pen is not None:
+            pixels[qc.pen] = np.array([255, 0, 0], np.float32)
+        image = Image.fromarray(pixels.astype(np.uint8))
+        if qc.grid is not None:
+            draw = ImageDraw.Draw(image)
+            cell = qc.grid.span / qc.mask_downsample
+            for col, row in qc.kept_cells:
+                draw.rectangle([col * cell, row * cell, (col + 1) * cell - 1, (row + 1) * cell - 1], outline=(0, 0, 255))
+        scale = max_px / max(image.size)
+        if scale < 1:
+            image = image.resize((max(1, int(image.width * scale)), max(1, int(image.height * scale))), Image.Resampling.BOX)
+        if image.width < 320:
+            factor = math.ceil(320 / image.width)
+            image = image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
+    draw = ImageDraw.Draw(image)
+    text = f"{qc.slide_id}: {qc.status}, {qc.n_tiles} tiles"
+    if qc.reason:
+        text += f"\n{qc.reason}"
+    draw.multiline_text((4, 4), text, fill=(0, 0, 0))
+    return image
+
+
+def write_qc_row(path: str | os.PathLike, qc: SlideQC) -> Path:
+    """Write one slide's QC row as a one-row TSV (columns QC_COLUMNS)."""
+    with atomic_path(path) as temporary:
+        pd.DataFrame([qc.row()], columns=list(QC_COLUMNS)).to_csv(temporary, sep="\t", index=False)
+    return Path(path)
+
+
+def is_excluded(slide_id: str, exclude: Sequence[str]) -> bool:
+    """True when the config lists this slide by slide_id or by file name (slide_id plus one extension)."""
+    return any(entry == slide_id or entry.rsplit(".", 1)[0] == slide_id for entry in map(str, exclude))
+
+
+def summarise_qc(rows: Sequence[str | os.PathLike], exclude: Sequence[str], path: str | os.PathLike) -> pd.DataFrame:
+    """Concatenate per-slide QC rows sorted by slide_id, marking config-excluded slides as failed."""
+    frames = []
+    for row_path in rows:
+        frame = pd.read_csv(row_path, sep="\t", dtype={"slide_id": str, "patient_id": str, "reason": str}, keep_default_na=False, na_values={"mpp": [""], "objective_power": [""], "width": [""], "height": [""], "tissue_fraction": [""], "pen_fraction": [""], "blur_fraction": [""]})
+        missing = [column for column in QC_COLUMNS if column not in frame.columns]
+        if missing:
+            raise ValueError(f"QC row file {row_path} lacks columns {missing}")
+        frames.append(frame[list(QC_COLUMNS)])
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(QC_COLUMNS))
+    duplicated = table["slide_id"][table["slide_id"].duplicated()].tolist()
+    if duplicated:
+        raise ValueError(f"slide_id appears in more than one QC row: {duplicated}")
+    excluded = table["slide_id"].map(lambda slide_id: is_excluded(slide_id, exclude)).astype(bool)
+    table.loc[excluded, "status"] = "fail"
+    table.loc[excluded, "reason"] = "excluded by config"
+    table = table.sort_values("slide_id", kind="stable").reset_index(drop=True)
+    with atomic_path(path) as temporary:
+        table.to_csv(temporary, sep="\t", index=False)
+    return table

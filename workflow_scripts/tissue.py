@@ -1,0 +1,105 @@
+"""Find tissue, marker-pen ink and out-of-focus areas, so only in-focus, unmarked tissue is tiled.
+
+Method (on a low-resolution RGB image of the whole slide, ~32 px per grid cell):
+- tissue: HSV saturation above an Otsu threshold (clamped to [0.05, 0.15], so an all-tissue or all-glass image
+  is not split in two), and not near-white (grey luminance < 0.92; luminance, not HSV value, so saturated
+  pink/red stain is not mistaken for white). Small holes are closed and components smaller than
+  `min_object_px` are removed. Pen ink is never counted as tissue.
+- pen ink: HSV rules for the three usual marker colours. Green: hue 75-170 deg, saturation > 0.25; blue: hue
+  195-245 deg, saturation > 0.55 (stricter than green because hematoxylin is blue-purple, hue ~250-300);
+  black: value < 0.2. The result is dilated by one pixel to catch stroke edges.
+- blur: variance of the Laplacian of the grey image of each tile at ~1 um/px. In-focus H&E scores in the
+  thousands, a 2 um Gaussian blur drops it below ~40; 100 separates them (measured on CMU-1 and TCGA tiles).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+GREEN_HUE = (75.0, 170.0)
+GREEN_MIN_SATURATION = 0.25
+BLUE_HUE = (195.0, 245.0)
+BLUE_MIN_SATURATION = 0.55
+BLACK_MAX_VALUE = 0.2
+WHITE_MIN_GREY = 0.92 * 255
+SATURATION_THRESHOLD_RANGE = (0.05, 0.15)
+GREY_WEIGHTS = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def rgb_to_hsv(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Hue in degrees [0, 360), saturation and value in [0, 1] of a uint8 RGB image."""
+    rgb = image.astype(np.float32) / 255.0
+    value = rgb.max(axis=-1)
+    minimum = rgb.min(axis=-1)
+    chroma = value - minimum
+    saturation = np.where(value > 0, chroma / np.maximum(value, 1e-6), 0.0)
+    red, green, blue = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    safe = np.maximum(chroma, 1e-6)
+    hue = np.select(
+        [value == red, value == green],
+        [((green - blue) / safe) % 6.0, (blue - red) / safe + 2.0],
+        (red - green) / safe + 4.0,
+    )
+    hue = np.where(chroma > 0, hue * 60.0, 0.0)
+    return hue.astype(np.float32), saturation.astype(np.float32), value.astype(np.float32)
+
+
+def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
+    """Threshold on values in [0, 1] that maximises the between-class variance (Otsu 1979)."""
+    histogram, edges = np.histogram(np.clip(values, 0, 1), bins=bins, range=(0.0, 1.0))
+    centres = (edges[:-1] + edges[1:]) / 2
+    weight_low = np.cumsum(histogram).astype(np.float64)
+    weight_high = weight_low[-1] - weight_low
+    sum_low = np.cumsum(histogram * centres)
+    mean_low = sum_low / np.maximum(weight_low, 1)
+    mean_high = (sum_low[-1] - sum_low) / np.maximum(weight_high, 1)
+    between = weight_low * weight_high * (mean_low - mean_high) ** 2
+    return float(edges[int(np.argmax(between)) + 1])
+
+
+def pen_mask(image: np.ndarray) -> np.ndarray:
+    """Pixels of green, blue or black marker ink."""
+    hue, saturation, value = rgb_to_hsv(image)
+    green = (hue >= GREEN_HUE[0]) & (hue <= GREEN_HUE[1]) & (saturation > GREEN_MIN_SATURATION) & (value > BLACK_MAX_VALUE)
+    blue = (hue >= BLUE_HUE[0]) & (hue <= BLUE_HUE[1]) & (saturation > BLUE_MIN_SATURATION) & (value > BLACK_MAX_VALUE)
+    black = value < BLACK_MAX_VALUE
+    ink = green | blue | black
+    return ndimage.binary_dilation(ink) if ink.any() else ink
+
+
+def tissue_mask(image: np.ndarray, min_object_px: int = 16, pen: np.ndarray | None = None) -> np.ndarray:
+    """Stained, non-white, non-ink pixels, cleaned of specks and pinholes."""
+    _, saturation, _ = rgb_to_hsv(image)
+    low, high = SATURATION_THRESHOLD_RANGE
+    threshold = min(max(otsu_threshold(saturation), low), high)
+    grey = image.astype(np.float32) @ GREY_WEIGHTS
+    tissue = (saturation > threshold) & (grey < WHITE_MIN_GREY)
+    tissue = ndimage.binary_closing(tissue, structure=np.ones((3, 3), bool), border_value=0) | tissue
+    if pen is None:
+        pen = pen_mask(image)
+    tissue &= ~pen
+    labels, count = ndimage.label(tissue)
+    if count:
+        sizes = np.bincount(labels.ravel())
+        small = sizes < min_object_px
+        small[0] = False
+        tissue[small[labels]] = False
+    return tissue
+
+
+def laplacian_variance(image: np.ndarray) -> float:
+    """Focus measure: variance of the Laplacian of the grey image (low = blurred)."""
+    grey = image.astype(np.float32) @ GREY_WEIGHTS if image.ndim == 3 else image.astype(np.float32)
+    return float(ndimage.laplace(grey).var())
+
+
+def cell_fractions(mask: np.ndarray, cell_px: float, n_cols: int, n_rows: int) -> np.ndarray:
+    """Fraction of True pixels in each grid cell (rows, cols); cells span cell_px mask pixels (may be fractional)."""
+    integral = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.float64)
+    integral[1:, 1:] = np.cumsum(np.cumsum(mask, axis=0, dtype=np.float64), axis=1)
+    xs = np.clip(np.rint(np.arange(n_cols + 1) * cell_px).astype(int), 0, mask.shape[1])
+    ys = np.clip(np.rint(np.arange(n_rows + 1) * cell_px).astype(int), 0, mask.shape[0])
+    totals = integral[ys[1:]][:, xs[1:]] - integral[ys[:-1]][:, xs[1:]] - integral[ys[1:]][:, xs[:-1]] + integral[ys[:-1]][:, xs[:-1]]
+    areas = np.outer(ys[1:] - ys[:-1], xs[1:] - xs[:-1]).astype(np.float64)
+    return np.where(areas > 0, totals / np.maximum(areas, 1), 0.0).astype(np.float32)
