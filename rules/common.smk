@@ -1,3 +1,4 @@
+import functools
 import os
 import re
 
@@ -50,10 +51,16 @@ def slide_table_checkpoint():
     return checkpoints.slide_table
 
 
+@functools.lru_cache(maxsize=8)
+def read_table_version(path, mtime_ns):
+    """A checkpoint's table parsed once per version: input functions ask for it once per job."""
+    return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+
+
 def slide_table(wildcards=None):
     """All slides of the cohort, known once the slide-table checkpoint has run."""
     path = slide_table_checkpoint().get().output.table
-    return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    return read_table_version(path, os.stat(path).st_mtime_ns)
 
 
 def slide_row(slide_id):
@@ -80,7 +87,7 @@ def qc_rows(wildcards):
 def qc_table(wildcards=None):
     """The QC verdict of every slide, known once the QC checkpoint has run."""
     path = checkpoints.qc_summary.get().output.table
-    return pd.read_csv(path, sep="\t", dtype={"slide_id": str, "patient_id": str})
+    return read_table_version(path, os.stat(path).st_mtime_ns)
 
 
 def qc_table_path(wildcards=None):

@@ -52,6 +52,11 @@ rule heterogeneity:
             caption="report/hti.rst",
             category="4. Heterogeneity",
         ),
+        gallery=report(
+            f"{RESULTS}/heterogeneity/gallery.png",
+            caption="report/gallery.rst",
+            category="4. Heterogeneity",
+        ),
         maps=report(
             directory(f"{RESULTS}/heterogeneity/maps"),
             patterns=["{name}.png"],
@@ -91,6 +96,7 @@ rule survival:
             caption="report/cox.rst",
             category="5. Survival",
         ),
+        cohort=f"{RESULTS}/survival/cohort.tsv",
         figures=report(
             directory(f"{RESULTS}/survival/figures"),
             patterns=["{name}.png"],

@@ -26,6 +26,8 @@ if SLIDE_SOURCE == "synthetic":
 else:
 
     rule gdc_manifest:
+        input:
+            user_manifest=config["slides"]["gdc"]["manifest"] or [],
         output:
             manifest=f"{RESOURCES}/manifest.tsv",
         log:

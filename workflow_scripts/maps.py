@@ -95,3 +95,33 @@ def plot_map(
     with atomic_path(path) as temporary:
         figure.savefig(temporary, format="png", dpi=120, bbox_inches="tight", metadata={"Software": None})
     plt.close(figure)
+
+
+def plot_gallery(
+    maps: list[tuple[str, float, np.ndarray]],
+    traits: list[str],
+    path: str | os.PathLike,
+    columns: int = 6,
+) -> None:
+    """Save heterogeneity maps side by side in the given order (the report's gallery, ordered by HTI)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    rows = max(1, -(-len(maps) // columns))
+    figure, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 1.9 * rows + 0.8), squeeze=False)
+    for axis in axes.ravel():
+        axis.set_axis_off()
+    for axis, (name, value, tensor) in zip(axes.ravel(), maps):
+        image, _ = heterogeneity_image(tensor)
+        axis.imshow(image, interpolation="nearest")
+        label = "HTI n/a" if np.isnan(value) else f"HTI {value:.2f}"
+        axis.set_title(f"{name[:23]}\n{label}", fontsize=6)
+    handles = [Patch(facecolor=colour, edgecolor="black", linewidth=0.5, label=name) for name, colour in legend_entries(traits)]
+    figure.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), fontsize=7, frameon=False)
+    figure.tight_layout(rect=(0, 0.06, 1, 1))
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=110, metadata={"Software": None})
+    plt.close(figure)

@@ -19,7 +19,7 @@ from workflow_scripts.heterogeneity import (  # noqa: E402
     hti,
     select_traits,
 )
-from workflow_scripts.maps import plot_map  # noqa: E402
+from workflow_scripts.maps import plot_gallery, plot_map  # noqa: E402
 
 traits = read_table(snakemake.input.traits, ["trait"])["trait"].astype(str).tolist()  # noqa: F821
 region = int(snakemake.params.hta_region)  # noqa: F821
@@ -31,12 +31,14 @@ cartography_dir = Path(snakemake.input.cartography)  # noqa: F821
 names = [combination_label(index, traits) for index in range(1, 2 ** len(traits))]
 
 rows = []
+tensors = {}
 with atomic_path(snakemake.output.maps) as maps:  # noqa: F821
     maps.mkdir()
     for slide_id, patient_id in zip(slides["slide_id"], slides["patient_id"]):
         path = cartography_dir / f"{slide_id}.h5"
         tensor, tensor_traits, _ = read_cartography(path)
         tensor = select_traits(tensor, tensor_traits, traits, str(path))
+        tensors[slide_id] = tensor
         counts = combination_counts(tensor)
         total = counts.sum()
         spatial = hta_test(tensor, region, permutations, stable_seed(seed, slide_id))
@@ -49,5 +51,10 @@ with atomic_path(snakemake.output.maps) as maps:  # noqa: F821
         plot_map(tensor, traits, maps / f"{slide_id}.png", title)
         plot_map(tensor, traits, maps / f"{slide_id}.overlay.png", title, read_store_layout(stores[slide_id], True))
         log.info("%s: HTI %.3f HTA %.3f p %.3g (%d positive tiles)", slide_id, row["hti"], spatial.hta, spatial.p_value, total)
-    write_tsv(pd.DataFrame(rows), snakemake.output.hti)  # noqa: F821
+    table = pd.DataFrame(rows)
+    ordered = table.sort_values(["hti", "slide_id"], ascending=[False, True], na_position="last")
+    picks = ordered.iloc[np.unique(np.linspace(0, len(ordered) - 1, min(len(ordered), 24)).round().astype(int))]
+    gallery = [(sid, float(value), tensors[sid]) for sid, value in zip(picks["slide_id"], picks["hti"])]
+    plot_gallery(gallery, traits, snakemake.output.gallery)  # noqa: F821
+    write_tsv(table, snakemake.output.hti)  # noqa: F821
 log.info("heterogeneity of %d slides written", len(rows))

@@ -61,4 +61,5 @@ with atomic_path(snakemake.output.figures) as figures:  # noqa: F821
                         ("HTI by PAM50 subtype", category_groups(cohort, "subtype"))], "HTI", figures / "figure6.png")
 write_tsv(pd.concat([logrank, pd.DataFrame(expression_rows)], ignore_index=True), snakemake.output.logrank)  # noqa: F821
 write_tsv(cox_models(cohort), snakemake.output.cox)  # noqa: F821
+write_tsv(cohort, snakemake.output.cohort)  # noqa: F821
 log.info("survival written:\n%s", logrank.to_string(index=False))

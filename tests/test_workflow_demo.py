@@ -1,0 +1,130 @@
+"""End to end: the demo config run by Snakemake recovers the planted truth; partial reruns schedule only what changed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import spearmanr
+from sklearn.metrics import roc_auc_score
+
+from workflow_runner import make_workdir, scheduled_rules, snakemake
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("demo")]
+
+RESULTS = Path("results/demo")
+TRAITS = ["MKI67", "miR-17-5p"]
+DOWNSTREAM_OF_ONE_TRAIT = {"predict": 1, "evaluate": 1, "choose_traits": 1, "cartography": 1,
+                           "heterogeneity": 1, "survival": 1, "all": 1}
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished run of the default demo config, with its report."""
+    workdir = make_workdir(tmp_path_factory.mktemp("demo"))
+    snakemake(workdir, "--cores", "2", timeout=3600)
+    snakemake(workdir, "--report", str(RESULTS / "report.html"), timeout=600)
+    return workdir
+
+
+def read(workdir: Path, name: str) -> pd.DataFrame:
+    """A TSV output of the demo run."""
+    return pd.read_csv(workdir / RESULTS / name, sep="\t")
+
+
+def test_report_and_figures_exist(demo: Path) -> None:
+    report = demo / RESULTS / "report.html"
+    assert report.stat().st_size > 100_000
+    figures = sorted(path.name for path in (demo / RESULTS / "survival" / "figures").glob("*.png"))
+    assert {"km_hti_0.5_0.5.png", "km_hti_0.3_0.7.png", "figure5b.png", "figure6.png"} <= set(figures)
+    assert (demo / RESULTS / "evaluation" / "figure2.pdf").exists()
+    assert (demo / RESULTS / "heterogeneity" / "gallery.png").exists()
+    qc = read(demo, "qc/slides.tsv")
+    maps = {path.name for path in (demo / RESULTS / "heterogeneity" / "maps").glob("*.png")}
+    assert {f"{slide}.png" for slide in qc.loc[qc["status"] == "pass", "slide_id"]} <= maps
+
+
+def test_table1_matches_recomputation_from_slide_scores(demo: Path) -> None:
+    table1 = read(demo, "evaluation/table1.tsv").set_index("trait")
+    scores = read(demo, "evaluation/slide_scores.tsv")
+    for trait in TRAITS:
+        ensemble = scores[(scores["trait"] == trait) & (scores["model"] == "ensemble")]
+        test = ensemble[ensemble["set"] == "test"]
+        assert len(test) == table1.loc[trait, "n_test"]
+        assert table1.loc[trait, "test_auc_ensemble"] == pytest.approx(roc_auc_score(test["label"], test["score"]))
+        per_model = [
+            roc_auc_score(rows["label"], rows["score"])
+            for model, rows in scores[(scores["trait"] == trait) & (scores["set"] == "test")].groupby("model")
+            if model != "ensemble"
+        ]
+        assert table1.loc[trait, "test_auc_mean"] == pytest.approx(np.mean(per_model))
+        assert table1.loc[trait, "test_auc_min"] == pytest.approx(min(per_model))
+        for name in ("ood_near", "ood_all"):
+            rows = ensemble[ensemble["set"] == name]
+            assert table1.loc[trait, f"n_{name}"] == len(rows)
+            assert table1.loc[trait, f"{name}_auc_ensemble"] == pytest.approx(roc_auc_score(rows["label"], rows["score"]))
+
+
+def test_planted_traits_are_recovered(demo: Path) -> None:
+    table1 = read(demo, "evaluation/table1.tsv").set_index("trait")
+    for trait in TRAITS:
+        assert table1.loc[trait, "test_auc_ensemble"] >= 0.9, table1.loc[trait].to_dict()
+
+
+def test_predicted_heterogeneity_tracks_the_truth(demo: Path) -> None:
+    cohort = read(demo, "survival/cohort.tsv")
+    truth = pd.read_csv(demo / "resources/demo/truth/slides.tsv", sep="\t")
+    joined = cohort.merge(truth, on="slide_id").dropna(subset=["hti", "true_hti"])
+    assert len(joined) >= 20
+    rho = spearmanr(joined["hti"], joined["true_hti"]).statistic
+    assert rho >= 0.6, rho
+
+
+def test_heterogeneity_is_linked_to_survival(demo: Path) -> None:
+    logrank = read(demo, "survival/logrank.tsv")
+    main = logrank[(logrank["comparison"] == "hti") & (logrank["low_max"] == 0.5) & (logrank["high_min"] == 0.5)]
+    assert len(main) == 1
+    assert main["p_value"].iloc[0] < 0.05, main.to_dict("records")
+
+
+def dry_run(workdir: Path, *args: str) -> dict[str, int]:
+    """Rules and job counts a dry run schedules."""
+    return scheduled_rules(snakemake(workdir, "-n", "--cores", "2", *args).stdout)
+
+
+def test_nothing_left_to_do_after_the_demo(demo: Path) -> None:
+    process = snakemake(demo, "-n", "--cores", "2")
+    assert "Nothing to be done" in process.stdout + process.stderr
+
+
+def test_retraining_one_trait_reruns_only_its_downstream(demo: Path) -> None:
+    models = [str(RESULTS / f"models/MKI67/split_{k}/model.keras") for k in range(5)]
+    assert dry_run(demo, "--forcerun", *models) == {"train": 5, **DOWNSTREAM_OF_ONE_TRAIT}
+
+
+def test_retraining_one_split(demo: Path) -> None:
+    assert dry_run(demo, "--forcerun", str(RESULTS / "models/miR-17-5p/split_2/model.keras")) == {
+        "train": 1, **DOWNSTREAM_OF_ONE_TRAIT}
+
+
+def test_adding_a_trait_runs_only_its_jobs_and_the_summaries(demo: Path, tmp_path: Path) -> None:
+    config = demo / "config" / "extra_trait.yaml"
+    import yaml
+
+    settings = yaml.safe_load((demo / "config" / "config.yaml").read_text())
+    settings["traits"].append({"name": "ESR1", "source": "mrna", "id": "ESR1|2099"})
+    config.write_text(yaml.safe_dump(settings, sort_keys=False))
+    planned = dry_run(demo, "--configfile", str(config))
+    assert planned == {"labels_trait": 1, "labels_summary": 1, "train": 5, **DOWNSTREAM_OF_ONE_TRAIT}
+
+
+def test_changing_a_survival_threshold_reruns_only_survival(demo: Path) -> None:
+    import yaml
+
+    settings = yaml.safe_load((demo / "config" / "config.yaml").read_text())
+    settings["survival"]["thresholds"][1] = {"low_max": 0.25, "high_min": 0.75}
+    config = demo / "config" / "thresholds.yaml"
+    config.write_text(yaml.safe_dump(settings, sort_keys=False))
+    assert dry_run(demo, "--configfile", str(config)) == {"survival": 1, "all": 1}
