@@ -80,3 +80,30 @@ def test_cell_fractions_hand_computed():
     mask[3, 4] = True  # cell (col 1, row 1) is clipped to 1 x 3 pixels by the mask edge
     fractions = tissue.cell_fractions(mask, 3.0, n_cols=2, n_rows=2)
     np.testing.assert_allclose(fractions, [[6 / 9, 1 / 9], [0.0, 1 / 3]], rtol=1e-6)
+
+
+def test_numpy_morphology_matches_scipy():
+    rng = np.random.default_rng(3)
+    for density in (0.2, 0.5, 0.7):
+        mask = rng.random((37, 53)) < density
+        np.testing.assert_array_equal(tissue.dilate_cross(mask), ndimage.binary_dilation(mask))
+        closed = ndimage.binary_closing(mask, structure=np.ones((3, 3), bool), border_value=0)
+        np.testing.assert_array_equal(tissue.close_square(mask), closed)
+        labels, _ = ndimage.label(mask)
+        sizes = np.bincount(labels.ravel())
+        expected = (sizes < 5)[labels] & mask
+        np.testing.assert_array_equal(tissue.small_components(mask, 5), expected)
+
+
+def test_small_components_hand_counted():
+    mask = np.zeros((5, 6), bool)
+    mask[0, 0:3] = True  # a 3-pixel bar ...
+    mask[1, 2] = True  # ... joined from below: 4 pixels
+    mask[3:5, 4:6] = True  # a 2x2 square ...
+    mask[2, 5] = True  # ... with a pixel on top sharing an edge: 5 pixels
+    mask[4, 0] = True  # a single pixel
+    mask[2, 3] = True  # touches the bar's pixel (1, 2) only diagonally: its own 1-pixel component
+    small = tissue.small_components(mask, 5)
+    assert small[0, 0] and small[1, 2] and small[4, 0] and small[2, 3]
+    assert not small[3, 4] and not small[2, 5]
+    assert small.sum() == 4 + 1 + 1

@@ -23,6 +23,7 @@ from workflow_scripts.atomic import atomic_path
 
 ENCODINGS = ("jpeg", "raw")
 REQUIRED_DATASETS = ("coords", "grid", "tissue_fraction", "tiles", "thumbnail")
+WRITE_BATCH = 32  # tiles buffered per HDF5 write (32 JPEG tiles ~ 3 MiB)
 REQUIRED_ATTRS = ("slide_id", "tile_px", "mpp", "level0_tile_px", "source_mpp", "grid_shape", "encoding")
 
 
@@ -31,8 +32,9 @@ class TileStoreError(ValueError):
 
 
 def encode_tile(tile: np.ndarray, jpeg_quality: int) -> bytes:
-    """JPEG-encode one RGB tile (4:4:4 keeps the thin hematoxylin edges the classifier looks at)."""
-    return simplejpeg.encode_jpeg(np.ascontiguousarray(tile), quality=jpeg_quality, colorspace="RGB", colorsubsampling="444")
+    """JPEG-encode one RGB (or RGBX) tile (4:4:4 keeps the thin hematoxylin edges the classifier looks at)."""
+    colorspace = "RGBX" if tile.shape[-1] == 4 else "RGB"
+    return simplejpeg.encode_jpeg(np.ascontiguousarray(tile), quality=jpeg_quality, colorspace=colorspace, colorsubsampling="444")
 
 
 def decode_tile(data: bytes | np.ndarray) -> np.ndarray:
@@ -58,48 +60,141 @@ def write_tile_store(
     Tiles are RGB arrays (tile_px, tile_px, 3), or already-encoded JPEG bytes when encoding is jpeg.
     attrs must hold tile_px, mpp, level0_tile_px, source_mpp and grid_shape; source_path is optional.
     """
-    if encoding not in ENCODINGS:
-        raise TileStoreError(f"{path}: encoding must be one of {ENCODINGS}, got {encoding!r}")
-    missing = [key for key in ("tile_px", "mpp", "level0_tile_px", "source_mpp", "grid_shape") if key not in attrs]
-    if missing:
-        raise TileStoreError(f"{path}: attrs lack {missing}")
     coords = np.asarray(coords, dtype=np.int64).reshape(-1, 2)
     grid = np.asarray(grid, dtype=np.int32).reshape(-1, 2)
     tissue_fraction = np.asarray(tissue_fraction, dtype=np.float32).reshape(-1)
     n_tiles = len(coords)
     if len(grid) != n_tiles or len(tissue_fraction) != n_tiles:
         raise TileStoreError(f"{path}: coords ({n_tiles}), grid ({len(grid)}) and tissue_fraction ({len(tissue_fraction)}) differ in length")
-    tile_px = int(attrs["tile_px"])
-    if thumbnail is None:
-        thumbnail = np.full((1, 1, 3), 255, np.uint8)
-    with atomic_path(path) as temporary, h5py.File(temporary, "w", track_order=False) as store:
-        store.create_dataset("coords", data=coords)
-        store.create_dataset("grid", data=grid)
-        store.create_dataset("tissue_fraction", data=tissue_fraction)
-        thumb = store.create_dataset("thumbnail", data=np.asarray(thumbnail, dtype=np.uint8), compression="gzip", compression_opts=4)
-        thumb.attrs["downsample"] = float(thumbnail_downsample)
-        if encoding == "jpeg":
-            dataset = store.create_dataset("tiles", shape=(n_tiles,), dtype=h5py.vlen_dtype(np.uint8))
-        else:
-            chunks = (1, tile_px, tile_px, 3) if n_tiles else None
-            dataset = store.create_dataset("tiles", shape=(n_tiles, tile_px, tile_px, 3), dtype=np.uint8, chunks=chunks)
-        dataset.attrs["encoding"] = encoding
-        written = 0
+    with TileStoreWriter(path, slide_id, attrs, encoding, jpeg_quality, thumbnail, thumbnail_downsample) as writer:
         for tile in tiles:
-            if written >= n_tiles:
+            if writer.n_tiles >= n_tiles:
                 raise TileStoreError(f"{path}: more tiles given than the {n_tiles} coords")
-            dataset[written] = _prepared_tile(tile, encoding, jpeg_quality, tile_px, path)
-            written += 1
-        if written != n_tiles:
-            raise TileStoreError(f"{path}: {written} tiles given for {n_tiles} coords")
-        store.attrs["slide_id"] = str(slide_id)
-        store.attrs["encoding"] = encoding
+            index = writer.n_tiles
+            writer.append(tile, coords[index], grid[index], float(tissue_fraction[index]))
+        if writer.n_tiles != n_tiles:
+            raise TileStoreError(f"{path}: {writer.n_tiles} tiles given for {n_tiles} coords")
+    return Path(path)
+
+
+class TileStoreWriter:
+    """Streams tiles into a new tile store when their number is not known in advance (e.g. a focus check decides).
+
+    Use as a context manager: the store appears at `path` only when the block ends without an exception.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        slide_id: str,
+        attrs: dict[str, Any],
+        encoding: str = "jpeg",
+        jpeg_quality: int = 90,
+        thumbnail: np.ndarray | None = None,
+        thumbnail_downsample: float = 1.0,
+    ) -> None:
+        if encoding not in ENCODINGS:
+            raise TileStoreError(f"{path}: encoding must be one of {ENCODINGS}, got {encoding!r}")
+        missing = [key for key in ("tile_px", "mpp", "level0_tile_px", "source_mpp", "grid_shape") if key not in attrs]
+        if missing:
+            raise TileStoreError(f"{path}: attrs lack {missing}")
+        self.path = Path(path)
+        self.slide_id = str(slide_id)
+        self.attrs = dict(attrs)
+        self.encoding = encoding
+        self.jpeg_quality = jpeg_quality
+        self.tile_px = int(attrs["tile_px"])
+        self.thumbnail = np.full((1, 1, 3), 255, np.uint8) if thumbnail is None else np.asarray(thumbnail, dtype=np.uint8)
+        self.thumbnail_downsample = float(thumbnail_downsample)
+        self._coords: list[np.ndarray] = []
+        self._grid: list[np.ndarray] = []
+        self._tissue_fraction: list[float] = []
+        self._pending: list[np.ndarray] = []
+        self._atomic: Any = None
+        self._file: h5py.File | None = None
+        self._tiles: h5py.Dataset | None = None
+
+    @property
+    def n_tiles(self) -> int:
+        """Tiles appended so far."""
+        return len(self._coords)
+
+    def __enter__(self) -> TileStoreWriter:
+        self._atomic = atomic_path(self.path)
+        temporary = self._atomic.__enter__()
+        try:
+            self._file = h5py.File(temporary, "w", track_order=False)
+            if self.encoding == "jpeg":
+                shape, chunks, dtype = (0,), (64,), h5py.vlen_dtype(np.uint8)
+            else:
+                shape, chunks, dtype = (0, self.tile_px, self.tile_px, 3), (1, self.tile_px, self.tile_px, 3), np.dtype(np.uint8)
+            self._tiles = self._file.create_dataset("tiles", shape=shape, maxshape=(None, *shape[1:]), chunks=chunks, dtype=dtype)
+            self._tiles.attrs["encoding"] = self.encoding
+        except BaseException as error:
+            self._close_file()
+            self._atomic.__exit__(type(error), error, error.__traceback__)
+            raise
+        return self
+
+    def append(self, tile: np.ndarray | bytes, coord: Sequence[int], grid: Sequence[int], tissue_fraction: float) -> None:
+        """Add one tile (RGB array, or JPEG bytes for a jpeg store) with its level-0 x,y, grid col,row and tissue fraction."""
+        if self._tiles is None:
+            raise TileStoreError(f"{self.path}: append() outside the writer's with-block")
+        self._pending.append(_prepared_tile(tile, self.encoding, self.jpeg_quality, self.tile_px, self.path))
+        self._coords.append(np.asarray(coord, dtype=np.int64).reshape(2))
+        self._grid.append(np.asarray(grid, dtype=np.int32).reshape(2))
+        self._tissue_fraction.append(float(tissue_fraction))
+        if len(self._pending) >= WRITE_BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Write the pending tiles with one resize and one write (per-tile HDF5 calls cost ~1 ms each)."""
+        if not self._pending:
+            return
+        start = self._tiles.shape[0]
+        self._tiles.resize(start + len(self._pending), axis=0)
+        if self.encoding == "jpeg":
+            block = np.empty(len(self._pending), dtype=self._tiles.dtype)
+            for position, encoded in enumerate(self._pending):
+                block[position] = encoded
+        else:
+            block = np.stack(self._pending)
+        self._tiles.write_direct(block, dest_sel=np.s_[start : start + len(block)])
+        self._pending = []
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
+        try:
+            if kind is None:
+                self._finish()
+        except BaseException as failure:
+            self._close_file()
+            self._atomic.__exit__(type(failure), failure, failure.__traceback__)
+            raise
+        self._close_file()
+        self._atomic.__exit__(kind, error, trace)
+
+    def _finish(self) -> None:
+        """Write the per-tile arrays, thumbnail and file attributes once all tiles are in."""
+        self._flush()
+        store = self._file
+        store.create_dataset("coords", data=np.array(self._coords, dtype=np.int64).reshape(-1, 2))
+        store.create_dataset("grid", data=np.array(self._grid, dtype=np.int32).reshape(-1, 2))
+        store.create_dataset("tissue_fraction", data=np.array(self._tissue_fraction, dtype=np.float32))
+        thumb = store.create_dataset("thumbnail", data=self.thumbnail, compression="gzip", compression_opts=4)
+        thumb.attrs["downsample"] = self.thumbnail_downsample
+        store.attrs["slide_id"] = self.slide_id
+        store.attrs["encoding"] = self.encoding
         store.attrs["workflow_version"] = __version__
-        store.attrs["source_path"] = str(attrs.get("source_path", ""))
-        for key, value in attrs.items():
+        store.attrs["source_path"] = str(self.attrs.get("source_path", ""))
+        for key, value in self.attrs.items():
             if key not in ("slide_id", "encoding", "workflow_version", "source_path"):
                 store.attrs[key] = value
-    return Path(path)
+
+    def _close_file(self) -> None:
+        """Close the HDF5 handle (before the temporary file is renamed or deleted)."""
+        if self._file is not None:
+            self._file.close()
+            self._file, self._tiles = None, None
 
 
 def _prepared_tile(tile: np.ndarray | bytes, encoding: str, jpeg_quality: int, tile_px: int, path: str | os.PathLike) -> np.ndarray:

@@ -3,35 +3,42 @@
 Grid: square cells of tile_px pixels at target_mpp, i.e. level0_tile_px = tile_px * target_mpp / source_mpp
 level-0 pixels, starting at the slide's top-left corner; only whole cells are used. Each cell's tissue, pen
 and background fractions come from a low-resolution mask (tissue.py), so background is never read at full
-resolution. Tissue cells get a focus check at ~1 um/px, and the kept cells are read from the coarsest level
-that still has target resolution and resized with an area (integer factor) or Lanczos (other factor) filter.
+resolution. Each tissue cell is then read once, from the coarsest level that still has target resolution,
+resized with an area (integer factor) or Lanczos (other factor) filter, focus-checked on that tile brought to
+~1 um/px, and, when sharp, encoded and streamed into the store.
 
 Fast path: for JPEG/deflate tiled TIFFs (Aperio SVS, generic tiled TIFF) the compressed source tiles are read
-with os.pread and decoded by imagecodecs, each source tile once, in row-ordered chunks of output tiles with a
-bounded cache, using a thread pool (the codecs release the GIL). Any other format goes through OpenSlide.
+with os.pread and decoded (libjpeg-turbo, GIL released) into a reused band buffer, each source tile once, in
+row-ordered bands of up to BAND_CELLS cells, on a thread pool; cells are cut from the band without copying.
+Any other format goes through OpenSlide.
 """
 
 from __future__ import annotations
 
+import csv
 import logging
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import openslide
-import pandas as pd
+import simplejpeg
 import tifffile
 from PIL import Image, ImageDraw
 
 from workflow_scripts import slides, tissue
 from workflow_scripts.atomic import atomic_path
-from workflow_scripts.tilestore import encode_tile, write_tile_store
+from workflow_scripts.tilestore import TileStoreWriter, encode_tile, write_tile_store
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 QC_COLUMNS = (
     "slide_id",
@@ -53,6 +60,8 @@ BLUR_MPP = 1.0  # resolution of the focus check
 PEN_TILE_FRACTION = 0.05  # a cell with more ink than this is dropped
 RESOLUTION_TOLERANCE = 1.1  # a source up to 10% coarser than target_mpp still counts as target resolution
 MASK_STRIP_PX = 2048
+BAND_CELLS = 8  # cells per decoded band: 8 x 1024 x 1024 RGBX = 32 MiB at 40x
+DECODE_BATCH = 8  # source tiles per thread-pool task
 
 
 @dataclass(frozen=True)
@@ -147,13 +156,30 @@ def plan_grid(width: int, height: int, source_mpp: float, tile_px: int, target_m
 
 def resize_tile(region: np.ndarray, tile_px: int) -> np.ndarray:
     """Resize a square source region to tile_px: box average for integer factors, Lanczos otherwise."""
-    height, width = region.shape[:2]
-    if (height, width) == (tile_px, tile_px):
+    if region.shape[:2] == (tile_px, tile_px):
         return region
-    image = Image.fromarray(region)
-    if height == width and height % tile_px == 0:
-        return np.asarray(image.reduce(height // tile_px))
-    return np.asarray(image.resize((tile_px, tile_px), Image.Resampling.LANCZOS))
+    return np.asarray(resize_image(Image.fromarray(region), tile_px))
+
+
+def resize_image(image: Image.Image, size: int, resample: Image.Resampling = Image.Resampling.LANCZOS) -> Image.Image:
+    """Square image to size x size: exact box average for an integer factor, else `resample`."""
+    if image.size == (size, size):
+        return image
+    if image.width == image.height and image.width % size == 0:
+        return image.reduce(image.width // size)
+    return image.resize((size, size), resample)
+
+
+def finish_tile(region: Image.Image, config: TilingConfig) -> tuple[float, np.ndarray | bytes]:
+    """Focus score and stored form (JPEG bytes or RGB array) of one cell's region, all on the one decoded image."""
+    tile = resize_image(region, config.tile_px)
+    focus_px = max(8, int(round(config.tile_px * config.target_mpp / BLUR_MPP)))
+    focus_image = resize_image(tile, focus_px, Image.Resampling.BOX) if focus_px < config.tile_px else tile
+    score = tissue.laplacian_variance(np.asarray(focus_image.convert("L")))
+    pixels = np.asarray(tile)
+    if config.encoding == "jpeg":
+        return score, encode_tile(pixels, config.jpeg_quality)
+    return score, np.ascontiguousarray(pixels[..., :3])
 
 
 def read_low_res(slide: openslide.OpenSlide, downsample: float) -> np.ndarray:
@@ -176,7 +202,11 @@ def read_low_res(slide: openslide.OpenSlide, downsample: float) -> np.ndarray:
 
 
 class TiffLevelReader:
-    """Reads regions of one tiled TIFF page by decoding its compressed tiles directly, with a tile cache."""
+    """Decodes the compressed tiles of one tiled TIFF page straight into reusable RGBX buffers.
+
+    JPEG tiles whose colour space libjpeg reads as the TIFF declares it go through simplejpeg (libjpeg-turbo,
+    GIL released, output into a given buffer, so no page faults for fresh arrays); other codecs through tifffile.
+    """
 
     def __init__(self, path: str | os.PathLike, level_size: tuple[int, int]) -> None:
         self.path = Path(path)
@@ -194,7 +224,8 @@ class TiffLevelReader:
         self._decode = self.page.decode
         self._jpegtables = self.page.jpegtables
         self._fd = os.open(self.path, os.O_RDONLY)
-        self.cache: dict[tuple[int, int], np.ndarray] = {}
+        self._scratch = threading.local()
+        self._plain_jpeg = self._jpeg_colours_self_described()
 
     def _find_page(self, level_size: tuple[int, int]) -> tifffile.TiffPage:
         """The tiled RGB 8-bit page with this level's size, in a codec imagecodecs decodes."""
@@ -209,6 +240,19 @@ class TiffLevelReader:
                 return page
         raise LookupError(f"{self.path.name}: no directly decodable tiled page of size {level_size}")
 
+    def _jpeg_colours_self_described(self) -> bool:
+        """True when libjpeg alone reads the tiles' colour space as the TIFF declares it (Aperio RGB-JPEG is not)."""
+        if self.page.compression != 7:
+            return False
+        filled = np.flatnonzero(np.asarray(self._counts))
+        if not len(filled):
+            return False
+        try:
+            colorspace = simplejpeg.decode_jpeg_header(self._read(int(filled[0])))[2]
+        except ValueError:
+            return False
+        return (colorspace, self.page.photometric) in (("YCbCr", 6), ("RGB", 2))
+
     def close(self) -> None:
         """Release the file handles."""
         os.close(self._fd)
@@ -220,40 +264,62 @@ class TiffLevelReader:
         rows = range(max(0, y) // self.tile_h, (min(self.height, y + height) - 1) // self.tile_h + 1)
         return {(col, row) for row in rows for col in cols}
 
-    def decode(self, key: tuple[int, int]) -> np.ndarray:
-        """Decode one source tile (white if the scanner left it empty)."""
-        index = key[1] * self.tiles_across + key[0]
+    def _read(self, index: int) -> bytes:
+        """The complete JPEG/compressed stream of one tile (shared JPEG tables spliced in)."""
         count = int(self._counts[index])
-        if count == 0:
-            return np.full((self.tile_h, self.tile_w, 3), 255, np.uint8)
         data = os.pread(self._fd, count, int(self._offsets[index]))
         if len(data) != count:
-            raise OSError(f"{self.path.name}: truncated file, tile {key} has {len(data)} of {count} bytes")
-        pixels, _, _ = self._decode(data, index, jpegtables=self._jpegtables)
-        pixels = pixels.reshape(pixels.shape[-3:])
-        if pixels.shape[:2] == (self.tile_h, self.tile_w):
-            return pixels
-        full = np.full((self.tile_h, self.tile_w, 3), 255, np.uint8)
-        full[: pixels.shape[0], : pixels.shape[1]] = pixels[: self.tile_h, : self.tile_w]
-        return full
+            raise OSError(f"{self.path.name}: truncated file, tile {index} has {len(data)} of {count} bytes")
+        if self._jpegtables is not None and self.page.compression == 7:
+            return bytes(self._jpegtables[:-2]) + data[2:]
+        return data
 
-    def fill(self, keys: set[tuple[int, int]], pool: ThreadPoolExecutor) -> None:
-        """Decode (in parallel) the tiles not yet cached."""
-        missing = sorted(keys - self.cache.keys())
-        for key, pixels in zip(missing, pool.map(self.decode, missing)):
-            self.cache[key] = pixels
+    def new_tile(self) -> np.ndarray:
+        """An RGBX buffer of one source tile."""
+        return np.empty((self.tile_h, self.tile_w, 4), np.uint8)
 
-    def region(self, x: int, y: int, width: int, height: int) -> np.ndarray:
-        """Assemble a region from cached tiles; outside the image is white."""
-        out = np.full((height, width, 3), 255, np.uint8)
-        for col, row in self.tiles_for(x, y, width, height):
-            tile = self.cache[(col, row)]
-            tile_x, tile_y = col * self.tile_w, row * self.tile_h
-            left, top = max(x, tile_x), max(y, tile_y)
-            right = min(x + width, tile_x + self.tile_w, self.width)
-            bottom = min(y + height, tile_y + self.tile_h, self.height)
-            out[top - y : bottom - y, left - x : right - x] = tile[top - tile_y : bottom - tile_y, left - tile_x : right - tile_x]
+    def scratch(self) -> np.ndarray:
+        """This thread's reusable RGBX tile buffer."""
+        buffer = getattr(self._scratch, "tile", None)
+        if buffer is None:
+            buffer = self._scratch.tile = self.new_tile()
+        return buffer
+
+    def decode_into(self, key: tuple[int, int], out: np.ndarray) -> np.ndarray:
+        """Decode one source tile into `out` (tile_h, tile_w, 4); an empty tile (scanner skipped it) is white."""
+        index = key[1] * self.tiles_across + key[0]
+        if int(self._counts[index]) == 0:
+            out[...] = 255
+            return out
+        data = self._read(index)
+        try:
+            if self._plain_jpeg:
+                pixels = simplejpeg.decode_jpeg(data, colorspace="RGBX", buffer=out)
+                if pixels.shape[:2] == (self.tile_h, self.tile_w):
+                    return out
+                pixels = pixels.copy()
+            else:
+                pixels, _, _ = self._decode(data, index, jpegtables=self._jpegtables)
+                pixels = pixels.reshape(pixels.shape[-3:])
+        except (ValueError, RuntimeError) as error:
+            raise ValueError(f"{self.path.name}: cannot decode tile {key} of the {self.width}x{self.height} level: {error}") from error
+        out[...] = 255
+        height, width = min(self.tile_h, pixels.shape[0]), min(self.tile_w, pixels.shape[1])
+        out[:height, :width, :3] = pixels[:height, :width, :3]
         return out
+
+    def decode(self, key: tuple[int, int]) -> np.ndarray:
+        """One source tile as a new RGB array."""
+        return np.ascontiguousarray(self.decode_into(key, self.new_tile())[..., :3])
+
+    def paste(self, band: np.ndarray, band_x: int, band_y: int, key: tuple[int, int], tile: np.ndarray) -> None:
+        """Copy the part of a decoded tile that lies inside the image and inside `band` (origin band_x, band_y)."""
+        tile_x, tile_y = key[0] * self.tile_w, key[1] * self.tile_h
+        left, top = max(band_x, tile_x), max(band_y, tile_y)
+        right = min(band_x + band.shape[1], tile_x + self.tile_w, self.width)
+        bottom = min(band_y + band.shape[0], tile_y + self.tile_h, self.height)
+        if right > left and bottom > top:
+            band[top - band_y : bottom - band_y, left - band_x : right - band_x] = tile[top - tile_y : bottom - tile_y, left - tile_x : right - tile_x]
 
 
 def fast_reader_for(slide: openslide.OpenSlide, path: Path, level: int) -> TiffLevelReader | None:
@@ -266,48 +332,95 @@ def fast_reader_for(slide: openslide.OpenSlide, path: Path, level: int) -> TiffL
         return None
 
 
-def _finish_tile(region: np.ndarray, config: TilingConfig) -> np.ndarray | bytes:
-    """Resize and (for JPEG stores) encode, so this work runs in the worker threads."""
-    tile = resize_tile(region, config.tile_px)
-    return encode_tile(tile, config.jpeg_quality) if config.encoding == "jpeg" else np.ascontiguousarray(tile)
+@dataclass(frozen=True)
+class Region:
+    """A cell's square in level pixels (x, y of the top-left corner, side)."""
+
+    x: int
+    y: int
+    size: int
 
 
-def _level_box(grid: Grid, cell: tuple[int, int], downsample: float) -> tuple[int, int, int, int, int]:
-    """Level-0 origin and level-sized box (x, y, level_x, level_y, level_size) of a cell."""
-    x, y = grid.origin(*cell)
-    return x, y, int(round(x / downsample)), int(round(y / downsample)), int(round(grid.span / downsample))
+def level_regions(grid: Grid, cells: Sequence[tuple[int, int]], downsample: float) -> list[Region]:
+    """Each cell's square at a pyramid level with this downsample."""
+    regions = []
+    for cell in cells:
+        x, y = grid.origin(*cell)
+        regions.append(Region(int(round(x / downsample)), int(round(y / downsample)), int(round(grid.span / downsample))))
+    return regions
+
+
+def plan_bands(regions: Sequence[Region], max_width: int) -> list[list[int]]:
+    """Group row-major regions into runs on one grid row whose bounding band is at most max_width wide."""
+    bands: list[list[int]] = []
+    for index, region in enumerate(regions):
+        if bands:
+            first = regions[bands[-1][0]]
+            if region.y == first.y and region.x + region.size - first.x <= max_width:
+                bands[-1].append(index)
+                continue
+        bands.append([index])
+    return bands
+
+
+Mapper = Callable[[Callable[[Any], Any], Sequence[Any]], Iterator[Any]]
+TileResult = tuple[float, "np.ndarray | bytes"]
 
 
 def iter_tiles_fast(
     reader: TiffLevelReader,
-    grid: Grid,
-    cells: Sequence[tuple[int, int]],
-    downsample: float,
+    regions: Sequence[Region],
     config: TilingConfig,
-    pool: ThreadPoolExecutor,
-    chunk: int,
+    mapper: Mapper,
+    band_cells: int,
     progress: Callable[[int], None],
-) -> Iterator[np.ndarray | bytes]:
-    """Tiles of `cells` (row-major order) decoded straight from the TIFF, each source tile decoded once."""
-    boxes = [_level_box(grid, cell, downsample) for cell in cells]
-    needs = [reader.tiles_for(lx, ly, size, size) for _, _, lx, ly, size in boxes]
-    for start in range(0, len(cells), chunk):
-        stop = min(len(cells), start + chunk)
-        wanted = set().union(*needs[start:stop])
-        reader.fill(wanted, pool)
+) -> Iterator[TileResult]:
+    """Focus score and tile of each region, decoding every source tile once into a reused band buffer.
 
-        def build(i: int) -> np.ndarray | bytes:
-            _, _, lx, ly, size = boxes[i]
-            return _finish_tile(reader.region(lx, ly, size, size), config)
+    A source tile shared with a later band (grid not aligned to the TIFF tiles) is decoded into its own array
+    and kept until that band is done; the others are decoded into a per-thread scratch buffer and pasted.
+    """
+    bands = plan_bands(regions, band_cells * max(region.size for region in regions)) if regions else []
+    needs = [sorted(set().union(*(reader.tiles_for(regions[i].x, regions[i].y, regions[i].size, regions[i].size) for i in band)), key=lambda key: (key[1], key[0])) for band in bands]
+    last_use = {key: number for number, keys in enumerate(needs) for key in keys}
+    kept: dict[tuple[int, int], np.ndarray] = {}
+    memory = np.empty(0, np.uint8)
+    done = 0
+    for number, (band_indices, keys) in enumerate(zip(bands, needs)):
+        members = [regions[i] for i in band_indices]
+        band_x, band_y = min(r.x for r in members), min(r.y for r in members)
+        width = max(r.x + r.size for r in members) - band_x
+        height = max(r.y + r.size for r in members) - band_y
+        if memory.size < (height + 1) * width * 4:
+            memory = np.empty((height + 1) * width * 4, np.uint8)
+        band = memory[: height * width * 4].reshape(height, width, 4)
+        if band_x + width > reader.width or band_y + height > reader.height:
+            band[...] = 255
 
-        yield from pool.map(build, range(start, stop))
-        progress(stop)
-        following = set().union(*needs[stop : stop + chunk]) if stop < len(cells) else set()
-        bottom_row = max(key[1] for key in wanted)
-        for key in list(reader.cache):
-            if key not in following and key[1] != bottom_row:
-                del reader.cache[key]
-    reader.cache.clear()
+        def place(batch: Sequence[tuple[int, int]]) -> None:
+            for key in batch:
+                tile = kept.get(key)
+                if tile is None:
+                    shared = last_use[key] > number
+                    tile = reader.decode_into(key, reader.new_tile() if shared else reader.scratch())
+                    if shared:
+                        kept[key] = tile
+                reader.paste(band, band_x, band_y, key, tile)
+
+        for _ in mapper(place, [keys[start : start + DECODE_BATCH] for start in range(0, len(keys), DECODE_BATCH)]):
+            pass
+        stride, view = width * 4, memoryview(memory)
+
+        def build(region: Region) -> TileResult:
+            offset = ((region.y - band_y) * width + (region.x - band_x)) * 4
+            image = Image.frombuffer("RGBX", (region.size, region.size), view[offset:], "raw", "RGBX", stride, 1)
+            return finish_tile(image, config)
+
+        yield from mapper(build, members)
+        done += len(members)
+        progress(done)
+        for key in [key for key in kept if last_use[key] <= number]:
+            del kept[key]
 
 
 def iter_tiles_openslide(
@@ -316,40 +429,26 @@ def iter_tiles_openslide(
     cells: Sequence[tuple[int, int]],
     level: int,
     config: TilingConfig,
-    pool: ThreadPoolExecutor,
+    mapper: Mapper,
     chunk: int,
     progress: Callable[[int], None],
-) -> Iterator[np.ndarray | bytes]:
-    """Tiles of `cells` read with OpenSlide from `level` (threads: OpenSlide handles are thread-safe)."""
+) -> Iterator[TileResult]:
+    """Focus score and tile of each cell read with OpenSlide from `level` (OpenSlide handles are thread-safe)."""
     downsample = slide.level_downsamples[level]
 
-    def build(cell: tuple[int, int]) -> np.ndarray | bytes:
-        x, y, _, _, size = _level_box(grid, cell, downsample)
-        return _finish_tile(slides.read_rgb(slide, level, x, y, size, size), config)
+    def build(cell: tuple[int, int]) -> TileResult:
+        x, y = grid.origin(*cell)
+        size = int(round(grid.span / downsample))
+        return finish_tile(Image.fromarray(slides.read_rgb(slide, level, x, y, size, size)), config)
 
     for start in range(0, len(cells), chunk):
         stop = min(len(cells), start + chunk)
-        yield from pool.map(build, cells[start:stop])
+        yield from mapper(build, cells[start:stop])
         progress(stop)
 
 
-def focus_scores(
-    slide: openslide.OpenSlide, grid: Grid, cells: Sequence[tuple[int, int]], source_mpp: float, pool: ThreadPoolExecutor
-) -> np.ndarray:
-    """Variance of the Laplacian of each cell at ~BLUR_MPP um/px, read from a mid-resolution level."""
-    wanted = BLUR_MPP / source_mpp
-    level = slides.level_for_downsample(slide.level_downsamples, wanted)
-    downsample = slide.level_downsamples[level]
-    out_px = max(8, int(round(grid.span / wanted)))
-
-    def score(cell: tuple[int, int]) -> float:
-        x, y, _, _, size = _level_box(grid, cell, downsample)
-        region = slides.read_rgb(slide, level, x, y, size, size)
-        if size != out_px:
-            region = np.asarray(Image.fromarray(region).resize((out_px, out_px), Image.Resampling.BOX))
-        return tissue.laplacian_variance(region)
-
-    return np.array(list(pool.map(score, cells)), dtype=np.float64)
+class SlideRejected(Exception):
+    """A readable slide fails QC (the message is the reason); raised inside the store writer to discard its tiles."""
 
 
 def tile_slide(
@@ -404,27 +503,25 @@ def _tile_into(slide_path: Path, store_path: str | os.PathLike, config: TilingCo
         qc.pen_fraction = float(inked.sum() / max(1, foreground.sum()))
         candidates = [(int(col), int(row)) for row, col in zip(*np.nonzero(foreground & ~inked & (tissue_cells >= 1.0 - config.max_background)))]
         log.info("%s: grid %dx%d cells of %.1f level-0 px, %d foreground, %d inked, %d tissue candidates", qc.slide_id, grid.n_cols, grid.n_rows, grid.span, int(foreground.sum()), int(inked.sum()), len(candidates))
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            scores = focus_scores(slide, grid, candidates, resolution.mpp, pool) if candidates else np.zeros(0)
-            sharp = scores >= config.blur_threshold
-            qc.blur_fraction = float((~sharp).sum() / max(1, len(candidates)))
-            kept = [cell for cell, ok in zip(candidates, sharp) if ok]
-            qc.kept_cells = kept
-            failure = _qc_failure(qc, len(kept), config)
-            if failure:
-                qc.status, qc.reason = "fail", failure
-                return
-            _write_tiles(slide, slide_path, store_path, grid, kept, tissue_cells, resolution.mpp, config, pool, threads, log, qc)
-        qc.status, qc.reason, qc.n_tiles = "pass", "", len(kept)
+        failure = _qc_failure(qc, None, config)
+        if failure:
+            qc.status, qc.reason = "fail", failure
+            return
+        try:
+            _write_tiles(slide, slide_path, store_path, grid, candidates, tissue_cells, resolution.mpp, config, threads, log, qc)
+        except SlideRejected as rejection:
+            qc.status, qc.reason = "fail", str(rejection)
+            return
+        qc.status, qc.reason, qc.n_tiles = "pass", "", len(qc.kept_cells)
 
 
-def _qc_failure(qc: SlideQC, n_kept: int, config: TilingConfig) -> str:
-    """The QC fail reason for a readable slide, or '' when it passes."""
+def _qc_failure(qc: SlideQC, n_kept: int | None, config: TilingConfig) -> str:
+    """The QC fail reason for a readable slide, or '' when it passes; before reading, blur and n_kept are None."""
     if qc.pen_fraction is not None and qc.pen_fraction > config.pen_max_fraction:
         return f"pen ink on {qc.pen_fraction:.0%} of tissue tiles (max {config.pen_max_fraction:.0%})"
     if qc.blur_fraction is not None and qc.blur_fraction > config.blur_max_fraction:
         return f"out of focus: {qc.blur_fraction:.0%} of tissue tiles blurred (max {config.blur_max_fraction:.0%})"
-    if n_kept < config.min_tiles:
+    if n_kept is not None and n_kept < config.min_tiles:
         return f"{n_kept} tissue tiles, fewer than min_tiles={config.min_tiles}"
     return ""
 
@@ -434,49 +531,47 @@ def _write_tiles(
     slide_path: Path,
     store_path: str | os.PathLike,
     grid: Grid,
-    kept: list[tuple[int, int]],
+    candidates: list[tuple[int, int]],
     tissue_cells: np.ndarray,
     source_mpp: float,
     config: TilingConfig,
-    pool: ThreadPoolExecutor,
     threads: int,
     log: logging.Logger,
     qc: SlideQC,
 ) -> None:
-    """Read, resize and encode the kept tiles into the store, streaming in row-major chunks."""
+    """Read each candidate once: focus-check it and stream the sharp ones into the store; SlideRejected on QC failure."""
     level = slides.level_for_downsample(slide.level_downsamples, grid.span / config.tile_px)
     downsample = slide.level_downsamples[level]
     reader = fast_reader_for(slide, slide_path, level) if config.fast_path else None
-    chunk = max(8, 4 * threads)
-    step = max(1, len(kept) // 10)
+    step = max(1, len(candidates) // 10)
     started = time.perf_counter()
     reported = [0]
 
     def progress(done: int) -> None:
-        if done - reported[0] >= step or done == len(kept):
+        if done - reported[0] >= step or done == len(candidates):
             reported[0] = done
             elapsed = time.perf_counter() - started
-            log.info("%s: %d/%d tiles (%.1f tiles/s)", qc.slide_id, done, len(kept), done / max(elapsed, 1e-9))
+            log.info("%s: %d/%d tiles read (%.1f tiles/s)", qc.slide_id, done, len(candidates), done / max(elapsed, 1e-9))
 
-    log.info("%s: reading %d tiles from level %d (downsample %.2f) via %s, %d threads", qc.slide_id, len(kept), level, downsample, "direct TIFF decoding" if reader else "OpenSlide", threads)
+    log.info("%s: reading %d tiles from level %d (downsample %.2f) via %s, %d threads", qc.slide_id, len(candidates), level, downsample, "direct TIFF decoding" if reader else "OpenSlide", threads)
+    kept: list[tuple[int, int]] = []
+    writer = TileStoreWriter(store_path, qc.slide_id, _store_attrs(grid, source_mpp, slide_path, config), config.encoding, config.jpeg_quality, qc.thumbnail, qc.mask_downsample)
     try:
-        if reader is not None:
-            tiles = iter_tiles_fast(reader, grid, kept, downsample, config, pool, chunk, progress)
-        else:
-            tiles = iter_tiles_openslide(slide, grid, kept, level, config, pool, chunk, progress)
-        write_tile_store(
-            store_path,
-            qc.slide_id,
-            coords=np.array([grid.origin(*cell) for cell in kept], dtype=np.int64).reshape(-1, 2),
-            grid=np.array(kept, dtype=np.int32).reshape(-1, 2),
-            tissue_fraction=np.array([tissue_cells[row, col] for col, row in kept], dtype=np.float32),
-            tiles=tiles,
-            attrs=_store_attrs(grid, source_mpp, slide_path, config),
-            encoding=config.encoding,
-            jpeg_quality=config.jpeg_quality,
-            thumbnail=qc.thumbnail,
-            thumbnail_downsample=qc.mask_downsample,
-        )
+        with ThreadPoolExecutor(max_workers=threads) as pool, writer:
+            mapper: Mapper = pool.map if threads > 1 else map
+            if reader is not None:
+                results = iter_tiles_fast(reader, level_regions(grid, candidates, downsample), config, mapper, BAND_CELLS, progress)
+            else:
+                results = iter_tiles_openslide(slide, grid, candidates, level, config, mapper, max(8, 4 * threads), progress)
+            for cell, (score, tile) in zip(candidates, results):
+                if score >= config.blur_threshold:
+                    writer.append(tile, grid.origin(*cell), cell, float(tissue_cells[cell[1], cell[0]]))
+                    kept.append(cell)
+            qc.kept_cells = kept
+            qc.blur_fraction = float((len(candidates) - len(kept)) / max(1, len(candidates)))
+            failure = _qc_failure(qc, len(kept), config)
+            if failure:
+                raise SlideRejected(failure)
     finally:
         if reader is not None:
             reader.close()
@@ -543,8 +638,10 @@ def qc_image(qc: SlideQC, max_px: int = 1024) -> Image.Image:
 
 def write_qc_row(path: str | os.PathLike, qc: SlideQC) -> Path:
     """Write one slide's QC row as a one-row TSV (columns QC_COLUMNS)."""
-    with atomic_path(path) as temporary:
-        pd.DataFrame([qc.row()], columns=list(QC_COLUMNS)).to_csv(temporary, sep="\t", index=False)
+    with atomic_path(path) as temporary, open(temporary, "w", newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+        writer.writerow(QC_COLUMNS)
+        writer.writerow(["" if value is None or (isinstance(value, float) and math.isnan(value)) else value for value in qc.row().values()])
     return Path(path)
 
 
@@ -555,6 +652,8 @@ def is_excluded(slide_id: str, exclude: Sequence[str]) -> bool:
 
 def summarise_qc(rows: Sequence[str | os.PathLike], exclude: Sequence[str], path: str | os.PathLike) -> pd.DataFrame:
     """Concatenate per-slide QC rows sorted by slide_id, marking config-excluded slides as failed."""
+    import pandas as pd  # here, not at module level: every tiling job would pay ~0.5 CPU-s for it
+
     frames = []
     for row_path in rows:
         frame = pd.read_csv(row_path, sep="\t", dtype={"slide_id": str, "patient_id": str, "reason": str}, keep_default_na=False, na_values={"mpp": [""], "objective_power": [""], "width": [""], "height": [""], "tissue_fraction": [""], "pen_fraction": [""], "blur_fraction": [""]})
