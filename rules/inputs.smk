@@ -44,6 +44,7 @@ else:
     checkpoint slide_table:
         input:
             manifest=(f"{RESOURCES}/manifest.tsv" if SLIDE_SOURCE == "gdc" else []),
+            local_table=config["slides"]["local"]["table"] or [],
         output:
             table=f"{RESOURCES}/slides.tsv",
         log:
@@ -71,6 +72,7 @@ else:
             "../envs/inputs.yaml"
         resources:
             downloads=1,
+            mem_mb=lambda wildcards, attempt: 1000 * attempt,
             runtime=lambda wildcards, attempt: 120 * attempt,
         params:
             file_id=lambda wildcards: gdc_slide(wildcards.file_name)["file_id"],

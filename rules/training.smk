@@ -21,7 +21,7 @@ rule train:
     threads: config["training"]["threads"]
     resources:
         gpu=1,
-        mem_mb=lambda wildcards, attempt: 16000 * attempt,
+        mem_mb=lambda wildcards, attempt: config["training"]["mem_mb"] * attempt,
         runtime=lambda wildcards, attempt: config["training"]["runtime_min"] * attempt,
     params:
         training=config["training"],
@@ -48,7 +48,7 @@ rule predict:
     threads: config["training"]["threads"]
     resources:
         gpu=1,
-        mem_mb=lambda wildcards, attempt: 16000 * attempt,
+        mem_mb=lambda wildcards, attempt: config["training"]["mem_mb"] * attempt,
         runtime=lambda wildcards, attempt: 240 * attempt,
     params:
         training=config["training"],

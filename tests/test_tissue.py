@@ -86,7 +86,6 @@ def test_numpy_morphology_matches_scipy():
     rng = np.random.default_rng(3)
     for density in (0.2, 0.5, 0.7):
         mask = rng.random((37, 53)) < density
-        np.testing.assert_array_equal(tissue.dilate_cross(mask), ndimage.binary_dilation(mask))
         closed = ndimage.binary_closing(mask, structure=np.ones((3, 3), bool), border_value=0)
         np.testing.assert_array_equal(tissue.close_square(mask), closed)
         labels, _ = ndimage.label(mask)
@@ -107,3 +106,29 @@ def test_small_components_hand_counted():
     assert small[0, 0] and small[1, 2] and small[4, 0] and small[2, 3]
     assert not small[3, 4] and not small[2, 5]
     assert small.sum() == 4 + 1 + 1
+
+
+def test_ink_is_judged_at_a_fixed_physical_scale():
+    image = np.full((64, 64, 3), (232, 150, 196), np.uint8)  # eosin at 1 um/px
+    image[2::8, 2::8] = (30, 17, 48)  # 1 um specks as dark as black ink (hematoxylin-dark nuclei)
+    image[3::8, 2::8] = (30, 17, 48)
+    image[40:60, 8:28] = (25, 25, 30)  # a 20 x 20 um black ink dot
+    assert tissue.pen_mask(image)[2:4, 2].all()  # per pixel, a nucleus looks like ink
+    coarse, factor = tissue.coarse_pen_mask(image, mpp=1.0)
+    assert factor == tissue.PEN_MPP == 4.0 and coarse.shape == (16, 16)
+    expected = np.zeros((16, 16), bool)
+    expected[10:15, 2:7] = True  # the dot covers 4 um pixels 10-14 x 2-6 (whole ones 10-14, as 40/4 = 10, 60/4 = 15)
+    np.testing.assert_array_equal(coarse, expected)
+    # a coarse image is not resampled; a 2 x 2 px (8 x 8 um) black speck is dropped, a 4 x 4 px one is kept
+    dark = np.full((12, 12, 3), (232, 150, 196), np.uint8)
+    dark[1:3, 1:3] = dark[6:10, 6:10] = (25, 25, 30)
+    coarse, factor = tissue.coarse_pen_mask(dark, mpp=4.0)
+    assert factor == 1.0 and coarse.sum() == 16 and coarse[6:10, 6:10].all()
+
+
+def test_expand_mask_nearest_neighbour():
+    mask = np.array([[True, False], [False, True]])
+    expanded = tissue.expand_mask(mask, 2.5, (5, 5))  # pixel centres 0.5 .. 4.5 / 2.5 = 0.2, 0.6, 1.0, 1.4, 1.8
+    np.testing.assert_array_equal(expanded[:, 0], [True, True, False, False, False])
+    np.testing.assert_array_equal(expanded[4], [False, False, True, True, True])
+    assert tissue.expand_mask(mask, 2.0, (3, 4)).shape == (3, 4)

@@ -292,21 +292,11 @@ def test_local_table_cohort_qc_passes_the_real_slide_and_fails_the_unreadable_on
     assert "OpenSlideError" in bad["reason"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tiling bug: at small tiles (the demo config's 96 px) the QC mask is ~1.5 um/px and pen_mask counts "
-    "hematoxylin-dark nuclei (value < 0.2) as black ink, so the clean H&E slide fails 'pen ink on 33% of tissue tiles'",
-)
 def test_local_cohort_with_demo_tile_size_passes_the_clean_slide(local_cohort) -> None:
     by_slide = run_local_qc(local_cohort, tile_px=96)
     assert by_slide["patient7_slideA"]["status"] == "pass", by_slide["patient7_slideA"]["reason"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rules/inputs.smk: the slide_table checkpoint does not list slides.local.table as an input, "
-    "so editing the user's table does not re-run it",
-)
 def test_editing_the_local_table_replans_the_slide_table(local_cohort) -> None:
     workdir = local_cohort.workdir()
     snakemake(workdir, "--cores", "1", "--until", "slide_table")

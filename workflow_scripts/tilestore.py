@@ -34,7 +34,9 @@ class TileStoreError(ValueError):
 def encode_tile(tile: np.ndarray, jpeg_quality: int) -> bytes:
     """JPEG-encode one RGB (or RGBX) tile (4:4:4 keeps the thin hematoxylin edges the classifier looks at)."""
     colorspace = "RGBX" if tile.shape[-1] == 4 else "RGB"
-    return simplejpeg.encode_jpeg(np.ascontiguousarray(tile), quality=jpeg_quality, colorspace=colorspace, colorsubsampling="444")
+    if tile.strides[-2:] != (tile.shape[-1], 1):  # libjpeg takes a row pitch, so only rows need to be contiguous
+        tile = np.ascontiguousarray(tile)
+    return simplejpeg.encode_jpeg(tile, quality=jpeg_quality, colorspace=colorspace, colorsubsampling="444")
 
 
 def decode_tile(data: bytes | np.ndarray) -> np.ndarray:

@@ -1,16 +1,21 @@
 """Cut a slide into tissue tiles at a fixed physical resolution and write them to a tile store, with QC.
 
 Grid: square cells of tile_px pixels at target_mpp, i.e. level0_tile_px = tile_px * target_mpp / source_mpp
-level-0 pixels, starting at the slide's top-left corner; only whole cells are used. Each cell's tissue, pen
-and background fractions come from a low-resolution mask (tissue.py), so background is never read at full
-resolution. Each tissue cell is then read once, from the coarsest level that still has target resolution,
-resized with an area (integer factor) or Lanczos (other factor) filter, focus-checked on that tile brought to
-~1 um/px, and, when sharp, encoded and streamed into the store.
+level-0 pixels, starting at the slide's top-left corner; only whole cells are used. Each cell's tissue and
+background fractions come from a low-resolution mask (MASK_CELL_PX pixels per cell, tissue.py), so background
+is never read at full resolution; its pen-ink fraction comes from that image averaged to a fixed physical
+scale (tissue.PEN_MPP or coarser), so ink QC does not depend on tile_px. Each tissue cell is then read once,
+from the coarsest level that still has target resolution, resized with an area (integer factor) or Lanczos
+(other factor) filter, focus-checked on that tile brought to ~1 um/px, and, when sharp, encoded and streamed
+into the store.
 
 Fast path: for JPEG/deflate tiled TIFFs (Aperio SVS, generic tiled TIFF) the compressed source tiles are read
 with os.pread and decoded (libjpeg-turbo, GIL released) into a reused band buffer, each source tile once, in
 row-ordered bands of up to BAND_CELLS cells, on a thread pool; cells are cut from the band without copying.
-Any other format goes through OpenSlide.
+When a cell is exactly 2, 4 or 8 times tile_px at the level read (a 40x slide tiled at 20x) and the tiles are
+plain JPEG, libjpeg decodes them straight at 1/2, 1/4 or 1/8 size (scaled IDCT: the top-left 4x4, 2x2 or 1x1
+DCT coefficients of each 8x8 block, i.e. a low-pass before decimation), which is cheaper than a full decode
+plus a box reduce and leaves a quarter (or less) of the pixels to paste. Any other format goes through OpenSlide.
 """
 
 from __future__ import annotations
@@ -79,6 +84,7 @@ class TilingConfig:
     blur_threshold: float = 100.0
     min_tiles: int = 1
     fast_path: bool = True
+    scaled_decode: bool = True
 
     def __post_init__(self) -> None:
         """Reject a bad config before any slide is touched, so it is not mistaken for bad slides."""
@@ -170,13 +176,17 @@ def resize_image(image: Image.Image, size: int, resample: Image.Resampling = Ima
     return image.resize((size, size), resample)
 
 
-def finish_tile(region: Image.Image, config: TilingConfig) -> tuple[float, np.ndarray | bytes]:
-    """Focus score and stored form (JPEG bytes or RGB array) of one cell's region, all on the one decoded image."""
+def finish_tile(region: Image.Image, config: TilingConfig, pixels: np.ndarray | None = None) -> tuple[float, np.ndarray | bytes]:
+    """Focus score and stored form (JPEG bytes or RGB array) of one cell's region, all on the one decoded image.
+
+    `pixels` is the same region as an array view when it is already tile-sized, so it is encoded without a copy.
+    """
     tile = resize_image(region, config.tile_px)
     focus_px = max(8, int(round(config.tile_px * config.target_mpp / BLUR_MPP)))
     focus_image = resize_image(tile, focus_px, Image.Resampling.BOX) if focus_px < config.tile_px else tile
     score = tissue.laplacian_variance(np.asarray(focus_image.convert("L")))
-    pixels = np.asarray(tile)
+    if pixels is None or tile is not region:
+        pixels = np.asarray(tile)
     if config.encoding == "jpeg":
         return score, encode_tile(pixels, config.jpeg_quality)
     return score, np.ascontiguousarray(pixels[..., :3])
@@ -202,13 +212,15 @@ def read_low_res(slide: openslide.OpenSlide, downsample: float) -> np.ndarray:
 
 
 class TiffLevelReader:
-    """Decodes the compressed tiles of one tiled TIFF page straight into reusable RGBX buffers.
+    """Decodes the compressed tiles of one tiled TIFF page straight into reusable RGBX buffers, at 1/scale size.
 
     JPEG tiles whose colour space libjpeg reads as the TIFF declares it go through simplejpeg (libjpeg-turbo,
     GIL released, output into a given buffer, so no page faults for fresh arrays); other codecs through tifffile.
+    With scale 2, 4 or 8 (plain JPEG only) libjpeg's scaled IDCT decodes each tile at that fraction of its size;
+    width, height, tile_w, tile_h and every coordinate of this class are then in those scaled pixels.
     """
 
-    def __init__(self, path: str | os.PathLike, level_size: tuple[int, int]) -> None:
+    def __init__(self, path: str | os.PathLike, level_size: tuple[int, int], scale: int = 1) -> None:
         self.path = Path(path)
         self._tiff = tifffile.TiffFile(self.path)
         try:
@@ -216,16 +228,20 @@ class TiffLevelReader:
         except BaseException:
             self._tiff.close()
             raise
-        self.width, self.height = level_size
-        self.tile_h, self.tile_w = self.page.tilelength, self.page.tilewidth
-        self.tiles_across = math.ceil(self.width / self.tile_w)
         self._offsets = self.page.dataoffsets
         self._counts = self.page.databytecounts
         self._decode = self.page.decode
         self._jpegtables = self.page.jpegtables
+        self.tiles_across = math.ceil(level_size[0] / self.page.tilewidth)
         self._fd = os.open(self.path, os.O_RDONLY)
         self._scratch = threading.local()
         self._plain_jpeg = self._jpeg_colours_self_described()
+        self.scale = scale
+        if scale != 1 and not (scale in (2, 4, 8) and self._plain_jpeg and self.page.tilewidth % scale == 0 == self.page.tilelength % scale):
+            self.close()
+            raise ValueError(f"{self.path.name}: tiles of the {level_size[0]}x{level_size[1]} level cannot be decoded at 1/{scale} size")
+        self.width, self.height = level_size[0] // scale, level_size[1] // scale
+        self.tile_h, self.tile_w = self.page.tilelength // scale, self.page.tilewidth // scale
 
     def _find_page(self, level_size: tuple[int, int]) -> tifffile.TiffPage:
         """The tiled RGB 8-bit page with this level's size, in a codec imagecodecs decodes."""
@@ -257,6 +273,12 @@ class TiffLevelReader:
         """Release the file handles."""
         os.close(self._fd)
         self._tiff.close()
+
+    def __enter__(self) -> TiffLevelReader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def tiles_for(self, x: int, y: int, width: int, height: int) -> set[tuple[int, int]]:
         """Source tile (column, row) indices under a region of this level."""
@@ -294,7 +316,7 @@ class TiffLevelReader:
         data = self._read(index)
         try:
             if self._plain_jpeg:
-                pixels = simplejpeg.decode_jpeg(data, colorspace="RGBX", buffer=out)
+                pixels = simplejpeg.decode_jpeg(data, colorspace="RGBX", buffer=out, min_height=self.tile_h, min_width=self.tile_w)
                 if pixels.shape[:2] == (self.tile_h, self.tile_w):
                     return out
                 pixels = pixels.copy()
@@ -322,14 +344,24 @@ class TiffLevelReader:
             band[top - band_y : bottom - band_y, left - band_x : right - band_x] = tile[top - tile_y : bottom - tile_y, left - tile_x : right - tile_x]
 
 
-def fast_reader_for(slide: openslide.OpenSlide, path: Path, level: int) -> TiffLevelReader | None:
-    """A direct TIFF reader for this level when the format allows it, else None (use OpenSlide)."""
+def decode_scale(cell_px: float, tile_px: int) -> int:
+    """2, 4 or 8 when a cell at the level read is exactly that many times tile_px (so cells fall on whole scaled pixels), else 1."""
+    for scale in (2, 4, 8):
+        if cell_px == scale * tile_px:
+            return scale
+    return 1
+
+
+def fast_reader_for(slide: openslide.OpenSlide, path: Path, level: int, scale: int = 1) -> TiffLevelReader | None:
+    """A direct TIFF reader for this level when the format allows it (at 1/scale size if it can), else None (use OpenSlide)."""
     if slide.properties.get(openslide.PROPERTY_NAME_VENDOR) not in FAST_PATH_VENDORS:
         return None
-    try:
-        return TiffLevelReader(path, slide.level_dimensions[level])
-    except (LookupError, tifffile.TiffFileError, ValueError):
-        return None
+    for attempt in dict.fromkeys((scale, 1)):
+        try:
+            return TiffLevelReader(path, slide.level_dimensions[level], attempt)
+        except (LookupError, tifffile.TiffFileError, ValueError):
+            continue
+    return None
 
 
 @dataclass(frozen=True)
@@ -414,7 +446,7 @@ def iter_tiles_fast(
         def build(region: Region) -> TileResult:
             offset = ((region.y - band_y) * width + (region.x - band_x)) * 4
             image = Image.frombuffer("RGBX", (region.size, region.size), view[offset:], "raw", "RGBX", stride, 1)
-            return finish_tile(image, config)
+            return finish_tile(image, config, band[region.y - band_y : region.y - band_y + region.size, region.x - band_x : region.x - band_x + region.size])
 
         yield from mapper(build, members)
         done += len(members)
@@ -491,13 +523,14 @@ def _tile_into(slide_path: Path, store_path: str | os.PathLike, config: TilingCo
         qc.grid = grid
         mask_downsample = grid.span / MASK_CELL_PX
         thumbnail = read_low_res(slide, mask_downsample)
-        pen = tissue.pen_mask(thumbnail)
+        coarse_pen, pen_factor = tissue.coarse_pen_mask(thumbnail, mask_downsample * resolution.mpp)
+        pen = tissue.expand_mask(coarse_pen, pen_factor, thumbnail.shape[:2])
         tissue_pixels = tissue.tissue_mask(thumbnail, pen=pen)
         qc.thumbnail, qc.tissue, qc.pen, qc.mask_downsample = thumbnail, tissue_pixels, pen, mask_downsample
         qc.tissue_fraction = float(tissue_pixels.mean())
         cell_px = grid.span / mask_downsample
         tissue_cells = tissue.cell_fractions(tissue_pixels, cell_px, grid.n_cols, grid.n_rows)
-        pen_cells = tissue.cell_fractions(pen, cell_px, grid.n_cols, grid.n_rows)
+        pen_cells = tissue.cell_fractions(coarse_pen, cell_px / pen_factor, grid.n_cols, grid.n_rows)
         foreground = tissue_cells + pen_cells >= 1.0 - config.max_background
         inked = foreground & (pen_cells > PEN_TILE_FRACTION)
         qc.pen_fraction = float(inked.sum() / max(1, foreground.sum()))
@@ -542,7 +575,8 @@ def _write_tiles(
     """Read each candidate once: focus-check it and stream the sharp ones into the store; SlideRejected on QC failure."""
     level = slides.level_for_downsample(slide.level_downsamples, grid.span / config.tile_px)
     downsample = slide.level_downsamples[level]
-    reader = fast_reader_for(slide, slide_path, level) if config.fast_path else None
+    scale = decode_scale(grid.span / downsample, config.tile_px) if config.scaled_decode else 1
+    reader = fast_reader_for(slide, slide_path, level, scale) if config.fast_path else None
     step = max(1, len(candidates) // 10)
     started = time.perf_counter()
     reported = [0]
@@ -553,14 +587,15 @@ def _write_tiles(
             elapsed = time.perf_counter() - started
             log.info("%s: %d/%d tiles read (%.1f tiles/s)", qc.slide_id, done, len(candidates), done / max(elapsed, 1e-9))
 
-    log.info("%s: reading %d tiles from level %d (downsample %.2f) via %s, %d threads", qc.slide_id, len(candidates), level, downsample, "direct TIFF decoding" if reader else "OpenSlide", threads)
+    method = "OpenSlide" if reader is None else "direct TIFF decoding" + (f" at 1/{reader.scale} size" if reader.scale > 1 else "")
+    log.info("%s: reading %d tiles from level %d (downsample %.2f) via %s, %d threads", qc.slide_id, len(candidates), level, downsample, method, threads)
     kept: list[tuple[int, int]] = []
     writer = TileStoreWriter(store_path, qc.slide_id, _store_attrs(grid, source_mpp, slide_path, config), config.encoding, config.jpeg_quality, qc.thumbnail, qc.mask_downsample)
     try:
         with ThreadPoolExecutor(max_workers=threads) as pool, writer:
             mapper: Mapper = pool.map if threads > 1 else map
             if reader is not None:
-                results = iter_tiles_fast(reader, level_regions(grid, candidates, downsample), config, mapper, BAND_CELLS, progress)
+                results = iter_tiles_fast(reader, level_regions(grid, candidates, downsample * reader.scale), config, mapper, BAND_CELLS, progress)
             else:
                 results = iter_tiles_openslide(slide, grid, candidates, level, config, mapper, max(8, 4 * threads), progress)
             for cell, (score, tile) in zip(candidates, results):

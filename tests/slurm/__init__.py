@@ -1,0 +1,1 @@
+"""Test rig for running the workflow under a real single-node Slurm (see cluster.py)."""
