@@ -98,7 +98,6 @@ def limit_cpu_threads(n_threads: int) -> None:
             tf.config.threading.set_inter_op_parallelism_threads(min(n_threads, 2))
         except RuntimeError:
             pass  # TensorFlow already initialised in this process; its pools keep their size.
-    elif keras.backend.backend() == "jax":
-        os.environ.setdefault(
-            "XLA_FLAGS", f"--xla_cpu_multi_thread_eigen=true intra_op_parallelism_threads={n_threads}"
-        )
+    elif keras.backend.backend() == "jax" and n_threads == 1:
+        # XLA reads this when its CPU client starts (first computation); it has no knob for N > 1 threads.
+        os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")

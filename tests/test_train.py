@@ -1,0 +1,236 @@
+"""Training schedule, outputs, best-weight selection, early stopping, lr decay and exact resume after a kill.
+
+The two real trainings here are tiny (48 training tiles, 75 px) but each pays TensorFlow's one-off graph tracing
+(tens of seconds on a shared CPU), so they share a module-scoped fixture. The kill is simulated at the file level:
+the uninterrupted run's evaluation hook snapshots the checkpoint folder as it stands after evaluation 2, which is
+exactly what a job killed at that point leaves on disk; a second run started on that folder must end identically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from pathlib import Path
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from test_tiledata import write_signal_stores
+from workflow_scripts.model import load_model
+from workflow_scripts.tiledata import build_tile_index, ordered_batches
+from workflow_scripts.train import (
+    HISTORY_COLUMNS,
+    ScheduleState,
+    TrainingOutputs,
+    TrainingSettings,
+    latest_checkpoint,
+    read_arrays,
+    mixed_precision_policy,
+    select_slides,
+    slide_auc,
+    slide_scores,
+    tile_loss,
+    train,
+    update_schedule,
+)
+
+LABELS = [0, 1, 0, 1, 0, 1, 0, 1, 0, 1]
+SETTINGS = TrainingSettings(
+    input_px=75, batch_size=8, evals_per_epoch=2, lr_patience=1, lr_factor=0.1, stop_patience=2, max_evals=8,
+    bn_momentum=0.9, workers=2,
+)
+SEED = 3
+
+
+class SimulatedKill(RuntimeError):
+    """Raised by the evaluation hook to stop a training the way a killed job would."""
+
+
+@pytest.fixture(scope="module")
+def indexes(tmp_path_factory: pytest.TempPathFactory) -> tuple:
+    """Training index of 6 slides x 8 tiles and validation index of 4 slides x 8 tiles with a colour signal."""
+    stores = write_signal_stores(tmp_path_factory.mktemp("stores"), LABELS)
+    return build_tile_index(stores[:6], LABELS[:6]), build_tile_index(stores[6:], LABELS[6:])
+
+
+def outputs_in(folder: Path) -> TrainingOutputs:
+    """The standard output files of a training in `folder`."""
+    return TrainingOutputs.beside(folder / "model.keras", folder / "history.tsv", folder / "metrics.json")
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(indexes: tuple, tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainingOutputs, dict, pd.DataFrame, Path]:
+    """One complete training with small patiences (so lr decay and early stopping happen) and its checkpoint after eval 2."""
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    outputs = outputs_in(folder)
+    snapshot = folder / "killed_after_eval_2"
+
+    def snapshot_after_second_evaluation(eval_step: int) -> None:
+        if eval_step == 2:
+            shutil.copytree(outputs.checkpoint, snapshot, copy_function=os.link)
+
+    metrics = train(*indexes, SETTINGS, SEED, outputs, trait="MKI67", split=1, after_evaluation=snapshot_after_second_evaluation)
+    return outputs, metrics, pd.read_csv(outputs.history, sep="\t"), snapshot
+
+
+def test_history_has_one_row_per_evaluation(uninterrupted: tuple) -> None:
+    _, metrics, history, _ = uninterrupted
+    assert list(history.columns) == HISTORY_COLUMNS
+    assert list(history["eval_step"]) == list(range(1, metrics["n_evals"] + 1))
+    steps_per_eval = round(48 / (2 * 8))  # 48 tiles, 2 evaluations per epoch, batch 8
+    np.testing.assert_allclose(history["epoch_fraction"], history["eval_step"] * steps_per_eval * 8 / 48)
+    assert history["train_loss"].notna().all() and history["val_slide_auc"].between(0, 1).all()
+
+
+def test_metrics_describe_the_run(uninterrupted: tuple) -> None:
+    outputs, metrics, history, _ = uninterrupted
+    assert json.loads(outputs.metrics.read_text()) == metrics
+    assert (metrics["trait"], metrics["split"]) == ("MKI67", 1)
+    assert (metrics["n_train_tiles"], metrics["n_train_slides"], metrics["n_val_tiles"], metrics["n_val_slides"]) == (48, 6, 32, 4)
+    assert metrics["best_val_slide_auc"] == pytest.approx(history["val_slide_auc"].max(), abs=1e-6)
+    assert metrics["best_eval_step"] == int(history.loc[history["val_slide_auc"].idxmax(), "eval_step"])
+    assert metrics["seconds"] > 0 and metrics["tiles_per_second"] > 0
+
+
+def test_early_stop_after_stop_patience_evaluations_without_improvement(uninterrupted: tuple) -> None:
+    _, metrics, history, _ = uninterrupted
+    # 4 validation slides allow at most 5 distinct AUC values, so improvement must stall before max_evals
+    assert metrics["stop_reason"] == "no_improvement"
+    assert metrics["n_evals"] == metrics["best_eval_step"] + SETTINGS.stop_patience < SETTINGS.max_evals
+
+
+def test_lr_decays_after_lr_patience_evaluations_without_improvement(uninterrupted: tuple) -> None:
+    _, metrics, history, _ = uninterrupted
+    lr = dict(zip(history["eval_step"], history["lr"]))
+    best = metrics["best_eval_step"]
+    # the lr column is the rate used during the interval ending at each evaluation: one stalled evaluation
+    # (lr_patience 1) after the best one, the next interval runs at a tenth of the rate
+    assert lr[best + 2] == pytest.approx(lr[best + 1] * 0.1)
+    # and the whole column is what the pure schedule gives for the recorded AUCs
+    state, replayed = ScheduleState(lr=SETTINGS.learning_rate), []
+    for step, auc in zip(history["eval_step"], history["val_slide_auc"]):
+        replayed.append(state.lr)
+        state, _ = update_schedule(state, auc, step, SETTINGS)
+    np.testing.assert_allclose(history["lr"], replayed, rtol=1e-5)
+
+
+def test_saved_model_holds_the_best_weights(uninterrupted: tuple, indexes: tuple) -> None:
+    outputs, metrics, _, _ = uninterrupted
+    _, val_index = indexes
+    model = load_model(outputs.model)
+    batches = ordered_batches(val_index, 32, 75)
+    probabilities = np.concatenate([keras.ops.convert_to_numpy(model(x, training=False)) for x in batches]).reshape(-1)
+    scores = slide_scores(probabilities, val_index.tiles_per_store())
+    assert slide_auc(val_index.slide_labels, scores) == pytest.approx(metrics["best_val_slide_auc"], abs=1e-6)
+    # the weights are those of the best evaluation (kept in the checkpoint's best.h5), not those of the last one
+    assert metrics["best_eval_step"] < metrics["n_evals"]  # early stopping ran stop_patience evaluations past the best
+    final = latest_checkpoint(outputs.checkpoint)
+    best, last = read_arrays(final / "best.h5", "model"), read_arrays(final / "state.h5", "model")
+    saved = model.get_weights()
+    assert len(saved) == len(best)
+    for ours, expected in zip(saved, best):
+        np.testing.assert_array_equal(ours, expected)
+    assert any(not np.array_equal(ours, final) for ours, final in zip(saved, last))
+
+
+def test_resume_after_a_kill_gives_the_uninterrupted_result(uninterrupted: tuple, indexes: tuple, tmp_path: Path) -> None:
+    reference_outputs, reference_metrics, reference_history, killed_checkpoint = uninterrupted
+    assert reference_metrics["n_evals"] > 2, "the reference run must continue past the simulated kill"
+    outputs = outputs_in(tmp_path)
+    shutil.copytree(killed_checkpoint, outputs.checkpoint)
+    assert latest_checkpoint(outputs.checkpoint).name == "eval_000002"
+    metrics = train(*indexes, SETTINGS, SEED, outputs, trait="MKI67", split=1)
+    history = pd.read_csv(outputs.history, sep="\t")
+    pd.testing.assert_frame_equal(history, reference_history, rtol=1e-4)
+    for key in ("best_val_slide_auc", "best_eval_step", "stop_reason", "n_evals"):
+        assert metrics[key] == reference_metrics[key]
+    resumed, reference = load_model(outputs.model), load_model(reference_outputs.model)
+    for ours, theirs in zip(resumed.get_weights(), reference.get_weights()):
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["checkpoint", "history.tsv", "metrics.json", "model.keras"]
+    assert [path.name for path in outputs.checkpoint.iterdir()] == [f"eval_{metrics['n_evals']:06d}"]
+
+
+def test_resume_refuses_a_checkpoint_of_another_run(uninterrupted: tuple, indexes: tuple, tmp_path: Path) -> None:
+    reference_outputs = uninterrupted[0]
+    outputs = outputs_in(tmp_path)
+    outputs.checkpoint.parent.mkdir(exist_ok=True)
+    (outputs.checkpoint / "eval_000001").mkdir(parents=True)
+    (outputs.checkpoint / "eval_000001" / "state.json").write_text(
+        (latest_checkpoint(reference_outputs.checkpoint) / "state.json").read_text()
+    )
+    with pytest.raises(ValueError, match="different run"):
+        train(*indexes, SETTINGS, SEED + 1, outputs, trait="MKI67", split=1)
+
+
+def test_schedule_decays_lr_and_stops_by_hand() -> None:
+    settings = TrainingSettings(lr_patience=2, lr_factor=0.5, stop_patience=3, max_evals=100)
+    state = ScheduleState(lr=1.0)
+    trace = []
+    for step, score in enumerate([0.6, 0.7, 0.7, 0.65, 0.8, 0.8, 0.8, 0.8], start=1):
+        state, improved = update_schedule(state, score, step, settings)
+        trace.append((improved, state.lr, state.stop_reason))
+    assert trace == [
+        (True, 1.0, None), (True, 1.0, None), (False, 1.0, None), (False, 0.5, None),  # 2 stalls -> halve
+        (True, 0.5, None), (False, 0.5, None), (False, 0.25, None), (False, 0.25, "no_improvement"),
+    ]
+    state, _ = update_schedule(ScheduleState(lr=1.0), 0.5, 100, settings)
+    assert state.stop_reason == "max_evals"
+
+
+def test_slide_scores_are_fractions_of_positive_tiles() -> None:
+    probabilities = np.array([0.9, 0.2, 0.51, 0.5, 0.1, 0.7])
+    np.testing.assert_allclose(slide_scores(probabilities, np.array([2, 3, 1])), [0.5, 1 / 3, 1.0])
+    with pytest.raises(ValueError, match="6 tile probabilities for 5 tiles"):
+        slide_scores(probabilities, np.array([2, 3]))
+
+
+def test_slide_auc_matches_sklearn_and_is_nan_for_one_class() -> None:
+    labels, scores = np.array([0, 0, 1, 1, 1]), np.array([0.1, 0.6, 0.4, 0.8, 0.9])
+    assert slide_auc(labels, scores) == pytest.approx(5 / 6)  # 5 of the 6 (pos, neg) pairs ordered correctly
+    assert slide_auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores))
+    assert math.isnan(slide_auc(np.array([1, 1]), np.array([0.2, 0.3])))
+
+
+def test_tile_loss_is_binary_cross_entropy() -> None:
+    assert tile_loss(np.array([0.8, 0.25]), np.array([1, 0])) == pytest.approx(-(math.log(0.8) + math.log(0.75)) / 2)
+
+
+def test_select_slides_keeps_labelled_passing_slides_with_tiles(tmp_path: Path) -> None:
+    labels = pd.DataFrame({
+        "patient_id": ["P1", "P2", "P3", "P4", "P5", "P6"], "trait": "T", "value": 0.0, "percentile": 0.0,
+        "label": pd.array([1, 0, pd.NA, 1, 0, 1], dtype="Int64"),
+        "set": ["train_pool", "train_pool", "ood_near", "train_pool", "train_pool", "train_pool"], "median_label": 0,
+    })
+    splits = pd.DataFrame({"patient_id": ["P1", "P2", "P3", "P4", "P5", "P6"], "test": False,
+                           "split_0": ["train", "train", "train", "val", "val", "train"]})
+    qc = pd.DataFrame({"slide_id": ["S1", "S2", "S3", "S4", "S5", "S6"], "patient_id": ["P1", "P2", "P3", "P4", "P5", "P6"],
+                       "status": ["pass", "pass", "pass", "pass", "pass", "fail"], "n_tiles": [5, 4, 3, 0, 2, 9]})
+    stores = {slide: tmp_path / f"{slide}.h5" for slide in qc["slide_id"]}
+    train_slides, val_slides = select_slides(labels, splits, qc, "T", 0, stores)
+    assert list(train_slides["slide_id"]) == ["S1", "S2"] and list(train_slides["label"]) == [1, 0]
+    assert list(val_slides["slide_id"]) == ["S5"]  # S4 has no tiles, S6 failed QC, S3 is unlabelled
+    with pytest.raises(FileNotFoundError, match="S1"):
+        select_slides(labels, splits, qc, "T", 0, {"S2": stores["S2"]})
+
+
+def test_settings_reject_unknown_keys_and_bad_values() -> None:
+    with pytest.raises(ValueError, match="lr_patinece"):
+        TrainingSettings.from_config({"lr_patinece": 3})
+    with pytest.raises(ValueError, match="input_px"):
+        TrainingSettings.from_config({"input_px": 64})
+    assert TrainingSettings.from_config({"batch_size": 4}).batch_size == 4
+
+
+def test_mixed_precision_only_on_gpu() -> None:
+    assert mixed_precision_policy(True, has_gpu=True) == "mixed_float16"
+    assert mixed_precision_policy("mixed_bfloat16", has_gpu=True) == "mixed_bfloat16"
+    assert mixed_precision_policy(True, has_gpu=False) == "float32"
+    assert mixed_precision_policy(False, has_gpu=True) == "float32"
+    with pytest.raises(ValueError, match="float8"):
+        mixed_precision_policy("float8", has_gpu=True)

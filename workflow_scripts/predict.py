@@ -1,0 +1,111 @@
+"""Score every tile of every slide with all split models of a trait, reading and decoding each slide's tiles once.
+
+Output per slide (`predictions/{trait}/{slide_id}.h5`): `coords` (N, 2 int64, identical to the tile store's),
+`scores` (N, n_splits float32; column j = probability from the model of split `splits[j]`), attributes `splits`,
+`slide_id`, `trait`. A slide without tiles gets a file with empty datasets. The whole per-trait folder is written
+under a temporary name and renamed when every slide is done.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import h5py
+import keras
+import numpy as np
+
+from workflow_scripts.atomic import atomic_path
+from workflow_scripts.model import load_model
+from workflow_scripts.tiledata import slide_batches
+from workflow_scripts.tilestore import TileStore
+
+
+def model_input_px(model: keras.Model) -> int:
+    """The tile size a model was built for."""
+    shape = model.inputs[0].shape
+    if shape[1] != shape[2]:
+        raise ValueError(f"model {model.name} takes non-square inputs {shape}")
+    return int(shape[1])
+
+
+def score_batch(models: Sequence[keras.Model], batch: np.ndarray, batch_size: int) -> np.ndarray:
+    """(n, n_models) probabilities of one decoded batch; short batches are padded so each model keeps one traced shape."""
+    n = len(batch)
+    if n < batch_size:
+        batch = np.concatenate([batch, np.zeros((batch_size - n, *batch.shape[1:]), batch.dtype)])
+    columns = [np.asarray(model.predict_on_batch(batch), np.float32).reshape(-1)[:n] for model in models]
+    return np.stack(columns, axis=1)
+
+
+def score_slide(models: Sequence[keras.Model], store_path: str | os.PathLike, batch_size: int, workers: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Coordinates and (N, n_models) tile probabilities of one slide."""
+    input_px = model_input_px(models[0])
+    with TileStore(store_path) as store:
+        coords = store.coords.astype(np.int64)
+    scores = np.zeros((len(coords), len(models)), np.float32)
+    position = 0
+    for batch in slide_batches(store_path, batch_size, input_px, workers):
+        scores[position : position + len(batch)] = score_batch(models, batch, batch_size)
+        position += len(batch)
+    if position != len(coords):
+        raise RuntimeError(f"{store_path}: scored {position} tiles of {len(coords)}")
+    return coords, scores
+
+
+def write_prediction(path: Path, slide_id: str, trait: str, splits: Sequence[int], coords: np.ndarray, scores: np.ndarray) -> None:
+    """Write one slide's prediction file (no timestamps, so identical scores give identical files)."""
+    with h5py.File(path, "w") as file:
+        file.create_dataset("coords", data=np.asarray(coords, np.int64).reshape(-1, 2), track_times=False)
+        file.create_dataset("scores", data=np.asarray(scores, np.float32).reshape(-1, len(splits)), track_times=False)
+        file.attrs["splits"] = np.asarray(list(splits), np.int64)
+        file.attrs["slide_id"] = slide_id
+        file.attrs["trait"] = trait
+
+
+def predict_trait(
+    model_paths: Sequence[str | os.PathLike],
+    splits: Sequence[int],
+    store_paths: Sequence[str | os.PathLike],
+    output_folder: str | os.PathLike,
+    trait: str,
+    batch_size: int = 64,
+    workers: int = 2,
+    log: Callable[[str], None] = print,
+) -> list[Path]:
+    """Write `{slide_id}.h5` predictions for every store into output_folder (atomically, as one folder)."""
+    if len(model_paths) != len(splits):
+        raise ValueError(f"{len(model_paths)} models but {len(splits)} splits {list(splits)}")
+    if not model_paths:
+        raise ValueError(f"trait {trait}: no models to predict with")
+    models = [load_model(path) for path in model_paths]
+    sizes = {model_input_px(model) for model in models}
+    if len(sizes) != 1:
+        raise ValueError(f"trait {trait}: models take different input sizes {sorted(sizes)} ({list(model_paths)})")
+    slide_ids = [Path(path).stem for path in store_paths]
+    if len(set(slide_ids)) != len(slide_ids):
+        raise ValueError(f"trait {trait}: duplicate slide ids among the stores")
+    written = []
+    with atomic_path(output_folder) as folder:
+        folder.mkdir()
+        for number, (slide_id, store_path) in enumerate(zip(slide_ids, store_paths), start=1):
+            coords, scores = score_slide(models, store_path, batch_size, workers)
+            write_prediction(folder / f"{slide_id}.h5", slide_id, trait, splits, coords, scores)
+            written.append(Path(output_folder) / f"{slide_id}.h5")
+            log(f"{trait}: slide {number}/{len(slide_ids)} {slide_id}: {len(coords)} tiles scored by {len(models)} models")
+    return written
+
+
+def read_prediction(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Coordinates, scores and attributes of one prediction file."""
+    with h5py.File(path, "r") as file:
+        for key in ("coords", "scores"):
+            if key not in file:
+                raise KeyError(f"{path}: prediction file lacks dataset {key!r}")
+        attrs = {
+            "splits": [int(value) for value in file.attrs["splits"]],
+            "slide_id": str(file.attrs["slide_id"]),
+            "trait": str(file.attrs["trait"]),
+        }
+        return file["coords"][...], file["scores"][...], attrs

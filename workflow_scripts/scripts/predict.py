@@ -1,0 +1,32 @@
+"""Snakemake script: score every QC-passed slide's tiles with all split models of one trait."""
+
+from pathlib import Path
+
+import pandas as pd
+
+from workflow_scripts.logs import get_logger
+
+log = get_logger(__name__, snakemake.log[0])  # noqa: F821
+
+from workflow_scripts.model import limit_cpu_threads  # noqa: E402
+
+limit_cpu_threads(int(snakemake.threads))  # noqa: F821  (before the backend runs anything)
+
+from workflow_scripts.predict import predict_trait  # noqa: E402
+from workflow_scripts.train import TrainingSettings  # noqa: E402
+
+settings = TrainingSettings.from_config(dict(snakemake.params.training))  # noqa: F821
+qc = pd.read_csv(snakemake.input.qc, sep="\t", dtype={"slide_id": str})  # noqa: F821
+passed = set(qc.loc[qc["status"] == "pass", "slide_id"])
+stores = [Path(path) for path in snakemake.input.stores if Path(path).stem in passed]  # noqa: F821
+written = predict_trait(
+    model_paths=list(snakemake.input.models),  # noqa: F821
+    splits=[int(split) for split in snakemake.params.splits],  # noqa: F821
+    store_paths=stores,
+    output_folder=snakemake.output.predictions,  # noqa: F821
+    trait=str(snakemake.params.trait),  # noqa: F821
+    batch_size=settings.predict_batch_size,
+    workers=settings.workers,
+    log=log.info,
+)
+log.info("predictions of %d slides written", len(written))

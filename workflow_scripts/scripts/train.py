@@ -1,0 +1,33 @@
+"""Snakemake script: train one trait's Inception v3 on one train/validation split (resumes from its checkpoint)."""
+
+from pathlib import Path
+
+from workflow_scripts.logs import get_logger
+
+log = get_logger(__name__, snakemake.log[0])  # noqa: F821
+
+from workflow_scripts.model import limit_cpu_threads  # noqa: E402
+
+limit_cpu_threads(int(snakemake.threads))  # noqa: F821  (before the backend runs anything)
+
+from workflow_scripts.train import TrainingOutputs, TrainingSettings, train_from_tables  # noqa: E402
+
+settings = TrainingSettings.from_config(dict(snakemake.params.training))  # noqa: F821
+outputs = TrainingOutputs.beside(snakemake.output.model, snakemake.output.history, snakemake.output.metrics)  # noqa: F821
+metrics = train_from_tables(
+    labels_path=snakemake.input.labels,  # noqa: F821
+    splits_path=snakemake.input.splits,  # noqa: F821
+    qc_path=snakemake.input.qc,  # noqa: F821
+    store_paths=[Path(path) for path in snakemake.input.stores],  # noqa: F821
+    settings=settings,
+    seed=int(snakemake.params.seed),  # noqa: F821
+    trait=str(snakemake.params.trait),  # noqa: F821
+    split=int(snakemake.params.split),  # noqa: F821
+    outputs=outputs,
+    log=log.info,
+)
+log.info(
+    "done: best val slide AUC %s at eval %s (%s), %.0f s, %.1f training tiles/s",
+    metrics["best_val_slide_auc"], metrics["best_eval_step"], metrics["stop_reason"], metrics["seconds"],
+    metrics["tiles_per_second"],
+)

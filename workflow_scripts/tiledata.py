@@ -1,0 +1,295 @@
+"""Stream labelled tiles from tile stores into fixed-size uint8 batches without holding a cohort in memory.
+
+Training order is a pure function of (seed, position): the stream of training examples is the concatenation of
+per-epoch permutations of all tiles (shuffled across slides), permutation e drawn from `numpy.random.default_rng((seed,
+e))`; batch b holds stream positions [b * batch_size, (b + 1) * batch_size). Each example's horizontal/vertical flip is
+drawn the same way from (seed, epoch), indexed by its position in the epoch. A run restarted at batch b therefore
+sees exactly the batches an uninterrupted run would, and no batch is ever short (epochs run into each other).
+
+Batches are uint8 RGB in [0, 255]; the model rescales to [-1, 1] itself (see `model.py`). When the stored tile size
+differs from `input_px`, tiles are resized with Pillow's bilinear filter, which widens its support when shrinking
+(antialiased, i.e. area-weighted), so downscaling does not alias.
+
+Decoding runs on a thread pool (JPEG decoding and Pillow resizing release the GIL) a few batches ahead of the consumer.
+JPEG stores are read as encoded bytes (`TileStore.read_encoded`) and decoded here so that left-right flips can be
+folded into the decode (see `decode_flipped`); raw stores go through `TileStore.read_tiles`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import simplejpeg
+from PIL import Image
+
+from workflow_scripts.tilestore import TileStore, decode_tile
+
+FLIP_STREAM = 1  # second key of the flip generator, so flips and permutations never share random numbers
+
+
+@dataclass(frozen=True)
+class TileIndex:
+    """Every usable tile of a set of slides: which store, which tile in it, and the slide's label."""
+
+    stores: tuple[Path, ...]
+    store_ids: np.ndarray  # (n,) int32: position in `stores`
+    tile_ids: np.ndarray  # (n,) int64: tile index inside its store
+    labels: np.ndarray  # (n,) float32
+    slide_labels: np.ndarray  # (len(stores),) float32: the label of each store
+
+    @property
+    def n_tiles(self) -> int:
+        """Number of tiles indexed."""
+        return len(self.tile_ids)
+
+    @property
+    def n_slides(self) -> int:
+        """Number of stores (slides) contributing at least one tile."""
+        return len(np.unique(self.store_ids))
+
+    def tiles_per_store(self) -> np.ndarray:
+        """Tile count of every store, in `stores` order."""
+        return np.bincount(self.store_ids, minlength=len(self.stores))
+
+
+def build_tile_index(
+    stores: Sequence[str | os.PathLike],
+    labels: Sequence[float] | None = None,
+    max_tiles_per_store: int | None = None,
+    seed: int = 0,
+) -> TileIndex:
+    """Index the tiles of `stores` (slide order kept, tiles in store order), each tile inheriting its slide's label.
+
+    `max_tiles_per_store` keeps a seeded random subset of each larger store (in store order), to bound the cost of
+    frequent validation passes; None keeps every tile.
+    """
+    paths = tuple(Path(store) for store in stores)
+    slide_labels = np.zeros(len(paths), np.float32) if labels is None else np.asarray(labels, np.float32)
+    if len(slide_labels) != len(paths):
+        raise ValueError(f"{len(paths)} stores but {len(slide_labels)} labels")
+    if max_tiles_per_store is not None and max_tiles_per_store < 1:
+        raise ValueError(f"max_tiles_per_store must be >= 1 or None, got {max_tiles_per_store}")
+    store_ids, tile_ids = [], []
+    for position, path in enumerate(paths):
+        with TileStore(path) as store:
+            n_tiles = store.n_tiles
+        chosen = np.arange(n_tiles, dtype=np.int64)
+        if max_tiles_per_store is not None and n_tiles > max_tiles_per_store:
+            rng = np.random.default_rng((seed, position))
+            chosen = np.sort(rng.choice(n_tiles, size=max_tiles_per_store, replace=False)).astype(np.int64)
+        store_ids.append(np.full(len(chosen), position, np.int32))
+        tile_ids.append(chosen)
+    store_id_array = np.concatenate(store_ids) if store_ids else np.zeros(0, np.int32)
+    return TileIndex(
+        stores=paths,
+        store_ids=store_id_array,
+        tile_ids=np.concatenate(tile_ids) if tile_ids else np.zeros(0, np.int64),
+        labels=slide_labels[store_id_array],
+        slide_labels=slide_labels,
+    )
+
+
+def epoch_permutation(n_tiles: int, seed: int, epoch: int) -> np.ndarray:
+    """The order in which epoch `epoch` visits the tiles: a pure function of (seed, epoch)."""
+    return np.random.default_rng((seed, epoch)).permutation(n_tiles)
+
+
+def epoch_flips(n_tiles: int, seed: int, epoch: int) -> np.ndarray:
+    """(n, 2) booleans: flip left-right, flip top-bottom, for each position of epoch `epoch`."""
+    return np.random.default_rng((seed, epoch, FLIP_STREAM)).integers(0, 2, size=(n_tiles, 2)).astype(bool)
+
+
+def stream_examples(n_tiles: int, seed: int, start: int, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Index rows and flips of stream positions [start, start + count) (epochs concatenated)."""
+    if n_tiles < 1:
+        raise ValueError("cannot draw training examples from an empty tile index")
+    positions = np.arange(start, start + count, dtype=np.int64)
+    epochs, offsets = np.divmod(positions, n_tiles)
+    rows = np.empty(count, np.int64)
+    flips = np.empty((count, 2), bool)
+    for epoch in np.unique(epochs):
+        in_epoch = epochs == epoch
+        rows[in_epoch] = epoch_permutation(n_tiles, seed, int(epoch))[offsets[in_epoch]]
+        flips[in_epoch] = epoch_flips(n_tiles, seed, int(epoch))[offsets[in_epoch]]
+    return rows, flips
+
+
+def batch_examples(n_tiles: int, batch_size: int, seed: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """Index rows and flips of training batch `step`."""
+    return stream_examples(n_tiles, seed, step * batch_size, batch_size)
+
+
+def fit_tile(tile: np.ndarray, input_px: int, flip_lr: bool = False, flip_tb: bool = False) -> np.ndarray:
+    """Flip a tile as asked and resize it (antialiased bilinear) to input_px when its size differs."""
+    if flip_lr:
+        tile = tile[:, ::-1]
+    if flip_tb:
+        tile = tile[::-1]
+    if tile.shape[0] != input_px or tile.shape[1] != input_px:
+        image = Image.fromarray(np.ascontiguousarray(tile))
+        tile = np.asarray(image.resize((input_px, input_px), Image.Resampling.BILINEAR))
+    return tile
+
+
+class _OpenStores:
+    """Open tile stores shared by the decoding threads, closing the least recently used beyond `max_open`."""
+
+    def __init__(self, paths: Sequence[Path], max_open: int = 256) -> None:
+        self._paths = paths
+        self._max_open = max_open
+        self._open: OrderedDict[int, TileStore] = OrderedDict()
+        self._in_use: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, store_id: int) -> TileStore:
+        """Return the open store, opening it if needed; pair every call with `release`."""
+        with self._lock:
+            store = self._open.get(store_id)
+            if store is None:
+                store = TileStore(self._paths[store_id])
+                self._open[store_id] = store
+            self._open.move_to_end(store_id)
+            self._in_use[store_id] = self._in_use.get(store_id, 0) + 1
+            self._close_surplus()
+            return store
+
+    def release(self, store_id: int) -> None:
+        """Mark one use of the store as finished."""
+        with self._lock:
+            self._in_use[store_id] -= 1
+            self._close_surplus()
+
+    def _close_surplus(self) -> None:
+        """Close idle stores, oldest first, until at most max_open remain."""
+        for store_id in list(self._open):
+            if len(self._open) <= self._max_open:
+                break
+            if self._in_use.get(store_id, 0) == 0:
+                self._open.pop(store_id).close()
+
+    def close(self) -> None:
+        """Close every store."""
+        with self._lock:
+            for store in self._open.values():
+                store.close()
+            self._open.clear()
+
+
+def decode_flipped(data: bytes, flip_lr: bool, flip_tb: bool) -> np.ndarray:
+    """Decode a JPEG tile and flip it; a left-right flip decodes to BGR and reverses each row's bytes, which is RGB mirrored.
+
+    (Mirroring an RGB array directly makes numpy copy 3-byte pixels one by one, costing as much as the decode.)
+    """
+    if flip_lr:
+        bgr = simplejpeg.decode_jpeg(data, colorspace="BGR")
+        height, width, _ = bgr.shape
+        tile = bgr.reshape(height, width * 3)[:, ::-1].reshape(height, width, 3)
+    else:
+        tile = decode_tile(data)
+    return tile[::-1] if flip_tb else tile
+
+
+def _assemble_batch(
+    index: TileIndex, rows: np.ndarray, flips: np.ndarray | None, input_px: int, stores: _OpenStores
+) -> np.ndarray:
+    """Read, decode, flip and resize the tiles of `rows` into one uint8 batch."""
+    batch = np.empty((len(rows), input_px, input_px, 3), np.uint8)
+    store_ids = index.store_ids[rows]
+    for store_id in np.unique(store_ids):
+        slots = np.flatnonzero(store_ids == store_id)
+        store = stores.acquire(int(store_id))
+        try:
+            for slot in slots:
+                flip_lr, flip_tb = (bool(flips[slot, 0]), bool(flips[slot, 1])) if flips is not None else (False, False)
+                tile_id = int(index.tile_ids[rows[slot]])
+                if store.encoding == "jpeg":
+                    tile = decode_flipped(store.read_encoded(tile_id), flip_lr, flip_tb)
+                    batch[slot] = fit_tile(tile, input_px)
+                else:
+                    batch[slot] = fit_tile(store.read_tiles([tile_id])[0], input_px, flip_lr, flip_tb)
+        finally:
+            stores.release(int(store_id))
+    return batch
+
+
+def _prefetched(tasks: Iterator, workers: int, prefetch: int, stores: _OpenStores) -> Iterator:
+    """Run zero-argument tasks on a thread pool, keeping `prefetch` in flight, yielding results in task order."""
+    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="tiledata")
+    pending: deque[Future] = deque()
+    try:
+        for task in tasks:
+            pending.append(pool.submit(task))
+            if len(pending) > prefetch:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        for future in pending:
+            future.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+        stores.close()
+
+
+def training_batches(
+    index: TileIndex,
+    batch_size: int,
+    input_px: int,
+    seed: int,
+    start_step: int = 0,
+    n_steps: int | None = None,
+    workers: int = 4,
+    prefetch: int | None = None,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Yield (tiles uint8 (b, px, px, 3), labels float32 (b, 1)) training batches from `start_step` on (endless if n_steps is None)."""
+    if index.n_tiles == 0:
+        raise ValueError(f"no training tiles in {len(index.stores)} stores")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    stores = _OpenStores(index.stores)
+
+    def tasks() -> Iterator:
+        """One batch-assembly task per step, labels computed up front."""
+        step = start_step
+        while n_steps is None or step < start_step + n_steps:
+            rows, flips = batch_examples(index.n_tiles, batch_size, seed, step)
+            labels = index.labels[rows].reshape(-1, 1).astype(np.float32)
+            yield lambda rows=rows, flips=flips, labels=labels: (
+                _assemble_batch(index, rows, flips, input_px, stores),
+                labels,
+            )
+            step += 1
+
+    depth = prefetch if prefetch is not None else 2 * max(1, workers)
+    yield from _prefetched(tasks(), workers, depth, stores)
+
+
+def ordered_batches(
+    index: TileIndex, batch_size: int, input_px: int, workers: int = 2, prefetch: int | None = None
+) -> Iterator[np.ndarray]:
+    """Yield the indexed tiles in index order (no augmentation) as uint8 batches; the last batch may be short."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    stores = _OpenStores(index.stores)
+
+    def tasks() -> Iterator:
+        """One batch-assembly task per consecutive slice of the index."""
+        for start in range(0, index.n_tiles, batch_size):
+            rows = np.arange(start, min(start + batch_size, index.n_tiles))
+            yield lambda rows=rows: _assemble_batch(index, rows, None, input_px, stores)
+
+    depth = prefetch if prefetch is not None else 2 * max(1, workers)
+    yield from _prefetched(tasks(), workers, depth, stores)
+
+
+def slide_batches(
+    store: str | os.PathLike, batch_size: int, input_px: int, workers: int = 2
+) -> Iterator[np.ndarray]:
+    """Yield every tile of one slide in store order as uint8 batches, for inference."""
+    yield from ordered_batches(build_tile_index([store]), batch_size, input_px, workers)
