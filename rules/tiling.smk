@@ -16,7 +16,7 @@ rule tile_slide:
         "tiling"
     conda:
         "../envs/tiling.yaml"
-    threads: 2
+    threads: config["tiling"]["threads"]
     resources:
         mem_mb=lambda wildcards, attempt: 4000 * attempt,
         runtime=lambda wildcards, attempt: 60 * attempt,

@@ -37,9 +37,10 @@ def test_predictions_align_with_stores_and_models(split_models: tuple, tmp_path:
     empty = write_signal_stores(tmp_path / "empty", [1], tiles_per_slide=0)[0]
     empty = empty.rename(tmp_path / "tiles" / "slide_empty.h5")
     output = tmp_path / "predictions" / "MKI67"
-    written = predict_trait(paths, [0, 2], [*stores, empty], output, "MKI67", batch_size=4)
+    # batches of 4 span slide boundaries (7 + 0 + 7 tiles): each tile's score must still land on its own slide
+    written = predict_trait(paths, [0, 2], [stores[0], empty, stores[1]], output, "MKI67", batch_size=4)
     assert sorted(path.name for path in output.iterdir()) == ["slide_00.h5", "slide_01.h5", "slide_empty.h5"]
-    assert written == [output / "slide_00.h5", output / "slide_01.h5", output / "slide_empty.h5"]
+    assert written == [output / "slide_00.h5", output / "slide_empty.h5", output / "slide_01.h5"]
 
     for store_path in stores:
         coords, scores, attrs = read_prediction(output / store_path.name)

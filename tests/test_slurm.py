@@ -118,7 +118,7 @@ def test_tiny_workflow_runs_through_slurm_profile(slurm_cluster, tmp_path):
 
 @pytest.mark.slow
 def test_demo_workflow_runs_through_slurm_profile(slurm_cluster, tmp_path):
-    """The real workflow (12-patient demo, 2 traits x 2 splits) completes as Slurm jobs; training and
+    """The real workflow (12-patient demo, 2 traits x 1 split) completes as Slurm jobs; training and
     inference ask Slurm for a GPU, per-slide tiling is bundled into group jobs."""
     overrides = yaml.safe_load(DEMO_CONFIG.read_text())
     workdir = make_workdir(tmp_path / "run", overrides)
@@ -141,6 +141,8 @@ def test_demo_workflow_runs_through_slurm_profile(slurm_cluster, tmp_path):
     for trait in traits:
         for split in range(n_splits):
             assert (results / "models" / trait / f"split_{split}" / "metrics.json").is_file()
+            train_log = (workdir / "logs" / config["cohort"] / "train" / trait / f"split_{split}.log").read_text()
+            assert "job sees CUDA_VISIBLE_DEVICES=0" in train_log, train_log[-2000:]
 
     n_slides = len((workdir / "resources" / config["cohort"] / "slides.tsv").read_text().splitlines()) - 1
     group_calls = sbatch_call_for(log, "rule_tiling")

@@ -12,6 +12,7 @@ import json
 import math
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import keras
@@ -234,3 +235,18 @@ def test_mixed_precision_only_on_gpu() -> None:
     assert mixed_precision_policy(False, has_gpu=True) == "float32"
     with pytest.raises(ValueError, match="float8"):
         mixed_precision_policy("float8", has_gpu=True)
+
+
+def test_split_without_validation_slides_keeps_the_last_weights(indexes: tuple, tmp_path: Path) -> None:
+    """Small cohorts: when every validation patient is out of distribution, train to max_evals and keep the last weights."""
+    train_index, _ = indexes
+    no_validation = build_tile_index([], [])
+    settings = replace(SETTINGS, max_evals=2)
+    outputs = outputs_in(tmp_path)
+    metrics = train(train_index, no_validation, settings, SEED, outputs, trait="MKI67", split=3)
+    history = pd.read_csv(outputs.history, sep="\t")
+    assert list(history["eval_step"]) == [1, 2]
+    assert history["val_slide_auc"].isna().all() and history["val_loss"].isna().all()
+    assert (metrics["selection_metric"], metrics["best_eval_step"], metrics["stop_reason"]) == ("last_weights", 2, "max_evals")
+    assert metrics["best_val_slide_auc"] is None and metrics["n_val_slides"] == 0
+    assert set(history["lr"]) == {settings.learning_rate}

@@ -9,7 +9,7 @@ under a temporary name and renamed when every slide is done.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import h5py
@@ -39,19 +39,68 @@ def score_batch(models: Sequence[keras.Model], batch: np.ndarray, batch_size: in
     return np.stack(columns, axis=1)
 
 
-def score_slide(models: Sequence[keras.Model], store_path: str | os.PathLike, batch_size: int, workers: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """Coordinates and (N, n_models) tile probabilities of one slide."""
+def score_stores(
+    models: Sequence[keras.Model],
+    store_paths: Sequence[str | os.PathLike],
+    batch_size: int,
+    workers: int = 2,
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Yield (store number, coords, (N, n_models) probabilities) per store, in order.
+
+    Tiles of consecutive stores share full batches, so slides smaller than a batch do not each pay for a padded one.
+    """
     input_px = model_input_px(models[0])
-    with TileStore(store_path) as store:
-        coords = store.coords.astype(np.int64)
-    scores = np.zeros((len(coords), len(models)), np.float32)
-    position = 0
-    for batch in slide_batches(store_path, batch_size, input_px, workers):
-        scores[position : position + len(batch)] = score_batch(models, batch, batch_size)
-        position += len(batch)
-    if position != len(coords):
-        raise RuntimeError(f"{store_path}: scored {position} tiles of {len(coords)}")
-    return coords, scores
+    pending: list[tuple[int, int, np.ndarray]] = []  # (store number, first row, decoded tiles) not yet scored
+    n_pending = 0
+    coords: dict[int, np.ndarray] = {}
+    scores: dict[int, np.ndarray] = {}
+    unscored: dict[int, int] = {}
+    next_to_yield = 0
+
+    def score_front(n_rows: int) -> None:
+        nonlocal n_pending
+        pieces, owners = [], []
+        while n_rows > 0:
+            number, row, tiles = pending.pop(0)
+            taken = min(n_rows, len(tiles))
+            pieces.append(tiles[:taken])
+            owners.append((number, row, taken))
+            if taken < len(tiles):
+                pending.insert(0, (number, row + taken, tiles[taken:]))
+            n_rows -= taken
+            n_pending -= taken
+        probabilities = score_batch(models, np.concatenate(pieces), batch_size)
+        position = 0
+        for number, row, taken in owners:
+            scores[number][row : row + taken] = probabilities[position : position + taken]
+            unscored[number] -= taken
+            position += taken
+
+    def finished() -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        nonlocal next_to_yield
+        while next_to_yield in unscored and unscored[next_to_yield] == 0:
+            del unscored[next_to_yield]
+            yield next_to_yield, coords.pop(next_to_yield), scores.pop(next_to_yield)
+            next_to_yield += 1
+
+    for number, store_path in enumerate(store_paths):
+        with TileStore(store_path) as store:
+            coords[number] = store.coords.astype(np.int64)
+        scores[number] = np.zeros((len(coords[number]), len(models)), np.float32)
+        unscored[number] = len(coords[number])
+        row = 0
+        for batch in slide_batches(store_path, batch_size, input_px, workers):
+            pending.append((number, row, batch))
+            row += len(batch)
+            n_pending += len(batch)
+            while n_pending >= batch_size:
+                score_front(batch_size)
+        if row != len(coords[number]):
+            raise RuntimeError(f"{store_path}: decoded {row} tiles of {len(coords[number])}")
+        yield from finished()
+    if n_pending:
+        score_front(n_pending)
+    yield from finished()
 
 
 def write_prediction(path: Path, slide_id: str, trait: str, splits: Sequence[int], coords: np.ndarray, scores: np.ndarray) -> None:
@@ -89,11 +138,11 @@ def predict_trait(
     written = []
     with atomic_path(output_folder) as folder:
         folder.mkdir()
-        for number, (slide_id, store_path) in enumerate(zip(slide_ids, store_paths), start=1):
-            coords, scores = score_slide(models, store_path, batch_size, workers)
+        for number, coords, scores in score_stores(models, store_paths, batch_size, workers):
+            slide_id = slide_ids[number]
             write_prediction(folder / f"{slide_id}.h5", slide_id, trait, splits, coords, scores)
             written.append(Path(output_folder) / f"{slide_id}.h5")
-            log(f"{trait}: slide {number}/{len(slide_ids)} {slide_id}: {len(coords)} tiles scored by {len(models)} models")
+            log(f"{trait}: slide {number + 1}/{len(slide_ids)} {slide_id}: {len(coords)} tiles scored by {len(models)} models")
     return written
 
 

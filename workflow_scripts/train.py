@@ -8,7 +8,9 @@ improvement or at max_evals. The weights with the best validation slide AUC are 
 
 When the validation slides hold only one class the AUC is undefined (history shows NaN); the schedule then monitors
 minus the validation tile loss (binary cross-entropy of tile probabilities against their slide labels) instead, and
-metrics.json says so in `selection_metric`.
+metrics.json says so in `selection_metric`. When a split has no labelled validation slide for the trait (small
+cohorts: every validation patient out of distribution), training runs to max_evals and keeps the last weights
+(`selection_metric` = last_weights); the ensemble ranks such a model last because its AUC is undefined.
 
 An evaluation interval is steps_per_eval = round(n_train_tiles / (evals_per_epoch * global_batch)) steps (at least 1).
 history.tsv has one row per evaluation: eval_step, epoch_fraction (training examples seen / training tiles),
@@ -193,11 +195,8 @@ def select_slides(
     chosen = ["slide_id", "patient_id", "label", "store"]
     train = sets[sets["role"] == "train"][chosen].reset_index(drop=True)
     val = sets[sets["role"] == "val"][chosen].reset_index(drop=True)
-    if train.empty or val.empty:
-        raise ValueError(
-            f"trait {trait} split {split}: {len(train)} training and {len(val)} validation slides with a label and "
-            "tiles; both are needed (validation chooses the weights)"
-        )
+    if train.empty:
+        raise ValueError(f"trait {trait} split {split}: no training slide with a label and tiles")
     if len(set(train["label"])) < 2:
         raise ValueError(f"trait {trait} split {split}: training slides hold a single class {sorted(set(train['label']))}")
     return train, val
@@ -388,11 +387,17 @@ class EvaluationCallback(keras.callbacks.Callback):
         """Evaluate after eval interval `epoch` (0-based) and decide on lr and stopping."""
         eval_step = epoch + 1
         started = time.monotonic()
-        probabilities = predict_probabilities(self.model, self.val_index, self.settings, self.global_batch // self.settings.batch_size)
-        scores = slide_scores(probabilities, self.val_index.tiles_per_store())
-        auc = slide_auc(self.val_index.slide_labels[self.scored_slides], scores[self.scored_slides])
-        val_loss = tile_loss(probabilities, self.val_index.labels) if len(probabilities) else math.nan
-        score = auc if not math.isnan(auc) else (-val_loss if not math.isnan(val_loss) else 0.0)
+        if self.val_index.n_tiles == 0:
+            auc = val_loss = math.nan
+            score = float(eval_step)  # no validation slides: every evaluation counts as the best, the last weights win
+        else:
+            probabilities = predict_probabilities(
+                self.model, self.val_index, self.settings, self.global_batch // self.settings.batch_size
+            )
+            scores = slide_scores(probabilities, self.val_index.tiles_per_store())
+            auc = slide_auc(self.val_index.slide_labels[self.scored_slides], scores[self.scored_slides])
+            val_loss = tile_loss(probabilities, self.val_index.labels) if len(probabilities) else math.nan
+            score = auc if not math.isnan(auc) else (-val_loss if not math.isnan(val_loss) else 0.0)
         lr_used = self.record.schedule.lr
         schedule, improved = update_schedule(self.record.schedule, score, eval_step, self.settings)
         if schedule.lr != lr_used:
@@ -442,10 +447,13 @@ def train(
     `after_evaluation(eval_step)` is called after each checkpoint is written (tests use it to simulate a kill).
     """
     settings.validate()
-    if train_index.n_tiles == 0 or val_index.n_tiles == 0:
-        raise ValueError(
-            f"trait {trait} split {split}: {train_index.n_tiles} training and {val_index.n_tiles} validation tiles; "
-            "both are needed (validation chooses the weights)"
+    if train_index.n_tiles == 0:
+        raise ValueError(f"trait {trait} split {split}: no training tiles (no labelled training slide passed QC)")
+    if val_index.n_tiles == 0:
+        log(
+            f"WARNING trait {trait} split {split}: no labelled validation slide (every validation patient is out of "
+            "distribution for this trait); training runs to max_evals and keeps the last weights, and the ensemble "
+            "ranks this model last"
         )
     run_seed = seed + split
     policy = mixed_precision_policy(settings.mixed_precision, has_gpu())
@@ -552,7 +560,10 @@ def _write_outputs(
         "split": split,
         "best_val_slide_auc": None if math.isnan(best_row["val_slide_auc"]) else float(best_row["val_slide_auc"]),
         "best_eval_step": int(record.schedule.best_eval),
-        "selection_metric": "val_loss" if math.isnan(best_row["val_slide_auc"]) else "val_slide_auc",
+        "selection_metric": (
+            "last_weights" if val_index.n_tiles == 0
+            else "val_loss" if math.isnan(best_row["val_slide_auc"]) else "val_slide_auc"
+        ),
         "stop_reason": record.schedule.stop_reason,
         "n_evals": int(record.eval_step),
         "n_train_tiles": train_index.n_tiles,

@@ -1,5 +1,6 @@
 """Snakemake script: train one trait's Inception v3 on one train/validation split (resumes from its checkpoint)."""
 
+import os
 from pathlib import Path
 
 from workflow_scripts.logs import get_logger
@@ -12,6 +13,7 @@ limit_cpu_threads(int(snakemake.threads))  # noqa: F821  (before the backend run
 
 from workflow_scripts.train import TrainingOutputs, TrainingSettings, train_from_tables  # noqa: E402
 
+log.info("job sees CUDA_VISIBLE_DEVICES=%s", os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"))
 settings = TrainingSettings.from_config(dict(snakemake.params.training))  # noqa: F821
 outputs = TrainingOutputs.beside(snakemake.output.model, snakemake.output.history, snakemake.output.metrics)  # noqa: F821
 metrics = train_from_tables(
