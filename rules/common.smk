@@ -13,10 +13,16 @@ configfile: "config/config.yaml"
 
 validate(config, schema="../config/schema.yaml")
 
-# Scripts import the package from the repository, also inside per-rule conda environments.
+# Scripts import the package from the repository, also inside per-rule conda environments and on cluster
+# nodes (envvars passes the variable on to remote jobs).
 os.environ["PYTHONPATH"] = os.pathsep.join(
     p for p in (workflow.basedir, os.environ.get("PYTHONPATH")) if p
 )
+
+
+envvars:
+    "PYTHONPATH",
+
 
 COHORT = config["cohort"]
 RESULTS = f"results/{COHORT}"
@@ -75,6 +81,15 @@ def slide_row(slide_id):
 def slide_file(wildcards):
     """Where the slide file is or will be (downloaded slides are produced by gdc_download)."""
     return slide_row(wildcards.slide_id)["path"]
+
+
+def gdc_slide(file_name):
+    """The slide-table row of a GDC slide, by file name (the stable key; ids change)."""
+    table = slide_table()
+    rows = table[table["file_name"] == file_name]
+    if rows.empty:
+        raise ValueError(f"slide file {file_name!r} is not in the cohort's slide table")
+    return rows.iloc[0]
 
 
 def qc_rows(wildcards):

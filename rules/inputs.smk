@@ -85,15 +85,6 @@ else:
             "../workflow_scripts/scripts/gdc_download.py"
 
 
-def gdc_slide(file_name):
-    """The slide-table row of a GDC slide, by file name (the stable key; ids change)."""
-    table = slide_table()
-    rows = table[table["file_name"] == file_name]
-    if rows.empty:
-        raise ValueError(f"slide file {file_name!r} is not in the cohort's slide table")
-    return rows.iloc[0]
-
-
 rule fetch_input:
     output:
         f"{RESOURCES}/{{folder}}/{{file_name}}",

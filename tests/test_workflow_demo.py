@@ -16,6 +16,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("demo")]
 
 RESULTS = Path("results/demo")
 TRAITS = ["MKI67", "miR-17-5p"]
+# The demo config with 2 train/validation splits instead of 5 (and a top-2 ensemble), to keep the suite short: the
+# same generator, cohort, tiling, labels and test set as `make demo`; only fewer models are trained.
+OVERRIDES = {"splits": {"n_splits": 2}, "ensemble": {"top_k": 2}}
+N_SPLITS = OVERRIDES["splits"]["n_splits"]
 DOWNSTREAM_OF_ONE_TRAIT = {"predict": 1, "evaluate": 1, "choose_traits": 1, "cartography": 1,
                            "heterogeneity": 1, "survival": 1, "all": 1}
 
@@ -23,7 +27,7 @@ DOWNSTREAM_OF_ONE_TRAIT = {"predict": 1, "evaluate": 1, "choose_traits": 1, "car
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished run of the default demo config, with its report."""
-    workdir = make_workdir(tmp_path_factory.mktemp("demo"))
+    workdir = make_workdir(tmp_path_factory.mktemp("demo"), OVERRIDES)
     snakemake(workdir, "--cores", "2", timeout=3600)
     snakemake(workdir, "--report", str(RESULTS / "report.html"), timeout=600)
     return workdir
@@ -94,22 +98,29 @@ def dry_run(workdir: Path, *args: str) -> dict[str, int]:
     return scheduled_rules(snakemake(workdir, "-n", "--cores", "2", *args).stdout)
 
 
+def test_rulegraph_after_the_run_has_every_rule(demo: Path) -> None:
+    graph = snakemake(demo, "--rulegraph", "--cores", "1").stdout
+    for rule in ("demo_cohort", "tile_slide", "qc_summary", "labels_trait", "labels_summary", "clinical", "splits",
+                 "train", "predict", "evaluate", "choose_traits", "cartography", "heterogeneity", "survival"):
+        assert f"label = \"{rule}\"" in graph, rule
+
+
 def test_nothing_left_to_do_after_the_demo(demo: Path) -> None:
     process = snakemake(demo, "-n", "--cores", "2")
     assert "Nothing to be done" in process.stdout + process.stderr
 
 
 def test_retraining_one_trait_reruns_only_its_downstream(demo: Path) -> None:
-    models = [str(RESULTS / f"models/MKI67/split_{k}/model.keras") for k in range(5)]
-    assert dry_run(demo, "--forcerun", *models) == {"train": 5, **DOWNSTREAM_OF_ONE_TRAIT}
+    models = [str(RESULTS / f"models/MKI67/split_{k}/model.keras") for k in range(N_SPLITS)]
+    assert dry_run(demo, "--forcerun", *models) == {"train": N_SPLITS, **DOWNSTREAM_OF_ONE_TRAIT}
 
 
 def test_retraining_one_split(demo: Path) -> None:
-    assert dry_run(demo, "--forcerun", str(RESULTS / "models/miR-17-5p/split_2/model.keras")) == {
+    assert dry_run(demo, "--forcerun", str(RESULTS / "models/miR-17-5p/split_1/model.keras")) == {
         "train": 1, **DOWNSTREAM_OF_ONE_TRAIT}
 
 
-def test_adding_a_trait_runs_only_its_jobs_and_the_summaries(demo: Path, tmp_path: Path) -> None:
+def test_adding_a_trait_runs_only_its_jobs_and_the_summaries(demo: Path) -> None:
     config = demo / "config" / "extra_trait.yaml"
     import yaml
 
@@ -117,7 +128,7 @@ def test_adding_a_trait_runs_only_its_jobs_and_the_summaries(demo: Path, tmp_pat
     settings["traits"].append({"name": "ESR1", "source": "mrna", "id": "ESR1|2099"})
     config.write_text(yaml.safe_dump(settings, sort_keys=False))
     planned = dry_run(demo, "--configfile", str(config))
-    assert planned == {"labels_trait": 1, "labels_summary": 1, "train": 5, **DOWNSTREAM_OF_ONE_TRAIT}
+    assert planned == {"labels_trait": 1, "labels_summary": 1, "train": N_SPLITS, **DOWNSTREAM_OF_ONE_TRAIT}
 
 
 def test_changing_a_survival_threshold_reruns_only_survival(demo: Path) -> None:
