@@ -166,14 +166,14 @@ rule cartography:
 rule heterogeneity:
     input: cartography="cartography", traits="heterogeneity/traits.tsv", qc="qc/slides.tsv",
            stores=expand("tiles/{{s}}.h5", s=SLIDES)
-    output: hti="heterogeneity/hti.tsv", maps=directory("heterogeneity/maps")
+    output: hti="heterogeneity/hti.tsv", gallery="heterogeneity/gallery.png", maps=directory("heterogeneity/maps")
     params: hta_region=2, seed=42, permutations=20
     log: "logs/heterogeneity.log"
     script: SCRIPTS + "/heterogeneity.py"
 rule survival:
     input: hti="heterogeneity/hti.tsv", clinical="survival/clinical.tsv", labels=expand("labels/{{t}}.tsv", t=TRAITS),
            splits="splits/splits.tsv", traits="heterogeneity/traits.tsv"
-    output: logrank="survival/logrank.tsv", cox="survival/cox.tsv", figures=directory("survival/figures")
+    output: logrank="survival/logrank.tsv", cox="survival/cox.tsv", cohort="survival/cohort.tsv", figures=directory("survival/figures")
     params: survival={{"thresholds": [{{"low_max": 0.5, "high_min": 0.5}}, {{"low_max": 0.3, "high_min": 0.7}}]}}
     log: "logs/survival.log"
     script: SCRIPTS + "/survival.py"
@@ -213,7 +213,7 @@ def test_scripts_run_under_snakemake(tmp_path, repo_root):
     (tmp_path / "Snakefile").write_text(SNAKEFILE.format(scripts=scripts, slides=slides))
     snakemake = Path(sys.executable).with_name("snakemake")
     result = subprocess.run([str(snakemake), "-c1", "--quiet", "-s", "Snakefile"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=300)
+                            capture_output=True, text=True, timeout=900)
     logs = "\n".join(path.read_text() for path in sorted((tmp_path / "logs").glob("*.log")))
     assert result.returncode == 0, result.stderr[-3000:] + logs[-3000:]
 
@@ -223,6 +223,9 @@ def test_scripts_run_under_snakemake(tmp_path, repo_root):
     traits = pd.read_csv(tmp_path / "heterogeneity" / "traits.tsv", sep="\t")["trait"].tolist()
     assert any(column.startswith("p_") and "+" in column for column in hti.columns) and len(traits) == 2
     assert len(list((tmp_path / "heterogeneity" / "maps").glob("*.overlay.png"))) == len(slides)
+    assert (tmp_path / "heterogeneity" / "gallery.png").stat().st_size > 0
+    cohort = pd.read_csv(tmp_path / "survival" / "cohort.tsv", sep="\t")
+    assert {"slide_id", "patient_id", "hti", "os_months", "os_event"} <= set(cohort.columns)
     assert len(list((tmp_path / "cartography").glob("*.h5"))) == len(slides)
     logrank = pd.read_csv(tmp_path / "survival" / "logrank.tsv", sep="\t")
     assert (logrank["comparison"] == "hti").sum() == 2
