@@ -59,7 +59,7 @@ rule heterogeneity:
         ),
         maps=report(
             directory(f"{RESULTS}/heterogeneity/maps"),
-            patterns=["{name}.png"],
+            patterns=["{name}.overlay.png"],
             caption="report/maps.rst",
             category="4. Heterogeneity",
             subcategory="Heterogeneity maps",
