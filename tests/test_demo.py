@@ -300,6 +300,26 @@ def test_heterogeneity_varies_across_patients():
     assert (hti == 0).sum() >= 5 and (hti > 0.7).sum() >= 5  # homogeneous and highly mixed slides
 
 
+def test_traits_are_independent_across_patients_so_no_trait_is_a_proxy_for_another():
+    """The label-1 and label-0 patients of one trait carry the other trait equally often (no shortcut to learn)."""
+    plan = plan_cohort(DemoConfig.from_mapping({"n_patients": 400, "slide_size": [768, 576]}), seed=3)
+    fractions = plan.patients[["fraction_MKI67", "fraction_miR-17-5p"]]
+    assert abs(spearmanr(fractions.iloc[:, 0], fractions.iloc[:, 1]).statistic) < 0.15
+    for trait, other in (fractions.columns, fractions.columns[::-1]):
+        high = fractions[trait] >= fractions[trait].quantile(0.8)
+        low = fractions[trait] <= fractions[trait].quantile(0.2)
+        assert abs(fractions.loc[high, other].mean() - fractions.loc[low, other].mean()) < 0.15, trait
+
+
+def test_homogeneous_slides_draw_each_trait_independently_including_none():
+    plan = plan_cohort(DemoConfig.from_mapping({"n_patients": 200, "slide_size": [768, 576],
+                                                "homogeneous_fraction": 1.0}), seed=4)  # fmt: skip
+    combos = {tuple(slide.layout.region_traits[0]) for slide in plan.slides}
+    assert combos == {(False, False), (True, False), (False, True), (True, True)}
+    assert all((slide.layout.region_traits == slide.layout.region_traits[0]).all() for slide in plan.slides)
+    assert (plan.patients["true_hti"] == 0).all()
+
+
 @pytest.mark.parametrize(
     "bad, key",
     [

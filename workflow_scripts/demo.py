@@ -89,7 +89,7 @@ class DemoConfig:
     tissue_fraction: float = 0.5
     min_tissue_fraction: float = 0.5
     regions: tuple[int, int] = (2, 4)
-    homogeneous_fraction: float = 0.3
+    homogeneous_fraction: float = 0.45
     signal: float = 1.0
     tss: str = "ZZ"
     dx2_fraction: float = 0.15

@@ -91,15 +91,18 @@ def trait_combinations(n_traits: int) -> list[tuple[int, ...]]:
 def choose_region_traits(
     rng: np.random.Generator, n_regions: int, n_traits: int, homogeneous_probability: float
 ) -> np.ndarray:
-    """Trait sets of the subclones: with `homogeneous_probability` one shared non-empty set, else distinct sets.
+    """Trait sets of the subclones: with `homogeneous_probability` one shared set, else distinct sets.
 
-    Homogeneous slides give HTI 0; distinct sets (drawn without replacement while the 2^K sets last, the
-    trait-free set included) over 2-4 regions give everything from mildly to highly mixed slides.
+    The shared set draws each trait independently with probability 1/2 (the empty set, a trait-free tumour,
+    included), so that across patients one trait's presence says nothing about another's: a model trained for
+    one trait cannot score well by recognising a correlated trait's morphology. Homogeneous slides give HTI 0;
+    distinct sets (drawn without replacement while the 2^K sets last, the trait-free set included) over 2-4
+    regions give everything from mildly to highly mixed slides.
     """
     combos = trait_combinations(n_traits)
     if rng.random() < homogeneous_probability:
-        shared = combos[1 + rng.integers(len(combos) - 1)]
-        return np.array([shared] * n_regions, dtype=bool)
+        shared = rng.random(n_traits) < 0.5
+        return np.repeat(shared[None, :], n_regions, axis=0)
     chosen: list[int] = []
     while len(chosen) < n_regions:
         chosen.extend(rng.permutation(len(combos))[: n_regions - len(chosen)].tolist())
