@@ -114,9 +114,9 @@ def test_lr_decays_after_lr_patience_evaluations_without_improvement(uninterrupt
     assert lr[best + 2] == pytest.approx(lr[best + 1] * 0.1)
     # and the whole column is what the pure schedule gives for the recorded AUCs
     state, replayed = ScheduleState(lr=SETTINGS.learning_rate), []
-    for step, auc in zip(history["eval_step"], history["val_slide_auc"]):
+    for step, auc, loss in zip(history["eval_step"], history["val_slide_auc"], history["val_loss"]):
         replayed.append(state.lr)
-        state, _ = update_schedule(state, auc, step, SETTINGS)
+        state, _ = update_schedule(state, auc, step, SETTINGS, loss)
     np.testing.assert_allclose(history["lr"], replayed, rtol=1e-5)
 
 
@@ -182,6 +182,18 @@ def test_schedule_decays_lr_and_stops_by_hand() -> None:
     ]
     state, _ = update_schedule(ScheduleState(lr=1.0), 0.5, 100, settings)
     assert state.stop_reason == "max_evals"
+
+
+def test_equal_score_with_lower_validation_loss_counts_as_improvement() -> None:
+    settings = replace(SETTINGS, lr_patience=2, lr_factor=0.5, stop_patience=3, max_evals=100)
+    state = ScheduleState(lr=1.0)
+    trace = []
+    for step, (auc, loss) in enumerate([(1.0, 0.9), (1.0, 0.4), (1.0, 0.6), (1.0, 0.4), (1.0, float("nan"))], start=1):
+        state, improved = update_schedule(state, auc, step, settings, loss)
+        trace.append((improved, state.best_eval, state.lr))
+    # eval 2 ties on AUC and lowers the loss: best; evals 3-5 (higher, equal, undefined loss) do not improve
+    assert trace == [(True, 1, 1.0), (True, 2, 1.0), (False, 2, 1.0), (False, 2, 0.5), (False, 2, 0.5)]
+    assert state.best_loss == pytest.approx(0.4)
 
 
 def test_slide_scores_are_fractions_of_positive_tiles() -> None:

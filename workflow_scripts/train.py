@@ -4,7 +4,8 @@ Schedule (Levy-Jurgenson et al. 2020): Adam (lr 0.001) on binary cross-entropy; 
 the validation slides are scored (a tile is positive when its probability > 0.5; a slide's score is its fraction of
 positive tiles) and the slide-level ROC AUC computed. The learning rate is multiplied by lr_factor after lr_patience
 evaluations without improvement (like ReduceLROnPlateau); training stops after stop_patience evaluations without
-improvement or at max_evals. The weights with the best validation slide AUC are kept.
+improvement or at max_evals. The weights with the best validation slide AUC are kept; an equal AUC with a lower
+validation tile loss also counts as an improvement (small validation sets saturate the AUC early).
 
 When the validation slides hold only one class the AUC is undefined (history shows NaN); the schedule then monitors
 minus the validation tile loss (binary cross-entropy of tile probabilities against their slide labels) instead, and
@@ -122,6 +123,7 @@ class ScheduleState:
 
     lr: float
     best_score: float = -math.inf
+    best_loss: float = math.inf  # validation tile loss at the best score: breaks ties between equal scores
     best_eval: int = 0
     since_best: int = 0
     since_lr_change: int = 0
@@ -138,11 +140,18 @@ def mixed_precision_policy(mixed_precision: bool | str, has_gpu: bool) -> str:
     return policy if has_gpu else "float32"
 
 
-def update_schedule(state: ScheduleState, score: float, eval_step: int, settings: TrainingSettings) -> tuple[ScheduleState, bool]:
-    """Advance the plateau schedule by one evaluation; return the new state and whether the score improved."""
-    improved = score > state.best_score
+def update_schedule(
+    state: ScheduleState, score: float, eval_step: int, settings: TrainingSettings, loss: float = math.inf
+) -> tuple[ScheduleState, bool]:
+    """Advance the plateau schedule by one evaluation; return the new state and whether the score improved.
+
+    An equal score with a lower validation `loss` counts as an improvement: with a handful of validation slides
+    the slide AUC saturates at 1.0 early, and the loss then tells a converging model from a lucky early one.
+    """
+    loss = math.inf if math.isnan(loss) else loss
+    improved = score > state.best_score or (score == state.best_score and loss < state.best_loss)
     if improved:
-        state = replace(state, best_score=score, best_eval=eval_step, since_best=0, since_lr_change=0)
+        state = replace(state, best_score=score, best_loss=loss, best_eval=eval_step, since_best=0, since_lr_change=0)
     else:
         state = replace(state, since_best=state.since_best + 1, since_lr_change=state.since_lr_change + 1)
         if state.since_lr_change >= settings.lr_patience:
@@ -399,7 +408,7 @@ class EvaluationCallback(keras.callbacks.Callback):
             val_loss = tile_loss(probabilities, self.val_index.labels) if len(probabilities) else math.nan
             score = auc if not math.isnan(auc) else (-val_loss if not math.isnan(val_loss) else 0.0)
         lr_used = self.record.schedule.lr
-        schedule, improved = update_schedule(self.record.schedule, score, eval_step, self.settings)
+        schedule, improved = update_schedule(self.record.schedule, score, eval_step, self.settings, val_loss)
         if schedule.lr != lr_used:
             self.model.optimizer.learning_rate.assign(schedule.lr)
         now = time.monotonic()
@@ -474,6 +483,9 @@ def train(
         }
         model = build_model(settings.input_px, bn_momentum=settings.bn_momentum)
         model.compile(optimizer=keras.optimizers.Adam(learning_rate=settings.learning_rate), loss="binary_crossentropy")
+        # Built before the first step, the optimizer's variables exist when fit() traces its train function, which
+        # is then traced once instead of twice (measured: 53 -> 30 s to the first step on CPU at 75 px).
+        model.optimizer.build(model.trainable_variables)
         record, best_weights = _resume_or_start(model, outputs.checkpoint, run_key, settings, log)
         log(
             f"training {trait} split {split}: {train_index.n_tiles} tiles of {train_index.n_slides} slides, "
