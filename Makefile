@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	# Build Matplotlib's font cache once here: parallel jobs on a fresh machine would race for its lock.
+	MPLBACKEND=Agg $(BIN)/python -c 'import matplotlib.pyplot'
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

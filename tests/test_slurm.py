@@ -17,13 +17,13 @@ import yaml
 from slurm.cluster import SLURM_CONF_DIR, local_slurm, missing_requirements, processes_holding
 from slurm.snakemake_run import (
     REPO_ROOT,
+    failure_report,
     TINY_SNAKEFILE,
     gpu_request,
     run_snakemake,
     sbatch_call_for,
     scontrol_fields,
     slurm_profile_args,
-    tail,
     visible_devices,
 )
 from workflow_runner import make_workdir
@@ -84,7 +84,7 @@ def test_tiny_workflow_runs_through_slurm_profile(slurm_cluster, tmp_path):
     process = run_snakemake(tmp_path, ["--snakefile", str(TINY_SNAKEFILE), *slurm_profile_args()], log_path,
                             WORKFLOW_TIMEOUT_S)
     elapsed = time.monotonic() - started
-    assert process.returncode == 0, tail(log_path) + "\n" + slurm_cluster.daemon_logs()
+    assert process.returncode == 0, failure_report(log_path, tmp_path) + "\n" + slurm_cluster.daemon_logs()
     log = log_path.read_text()
 
     # Three tile_slide jobs, two per Slurm job (test profile group-components tiling: 2).
@@ -128,7 +128,7 @@ def test_demo_workflow_runs_through_slurm_profile(slurm_cluster, tmp_path):
     started = time.monotonic()
     process = run_snakemake(workdir, slurm_profile_args(DEMO_PROFILE), log_path, DEMO_TIMEOUT_S)
     elapsed = time.monotonic() - started
-    assert process.returncode == 0, tail(log_path) + "\n" + slurm_cluster.daemon_logs()
+    assert process.returncode == 0, failure_report(log_path, workdir) + "\n" + slurm_cluster.daemon_logs()
     log = log_path.read_text()
 
     traits = [trait["name"] for trait in config["traits"]]

@@ -50,6 +50,19 @@ def tail(path: Path, lines: int = 60) -> str:
     return f"--- {path} (last {lines} lines) ---\n" + "\n".join(text[-lines:])
 
 
+def failure_report(snakemake_log: Path, workdir: Path, lines: int = 80) -> str:
+    """What failed: Snakemake's "Error in rule" blocks, then the Slurm and rule logs they name."""
+    text = snakemake_log.read_text(errors="replace") if snakemake_log.exists() else ""
+    blocks = re.findall(r"^Error in rule .*?(?=^\s*$)", text, flags=re.MULTILINE | re.DOTALL)
+    log_lines = re.findall(r"^\s*log: (.*)$", "\n".join(blocks), flags=re.MULTILINE)
+    named = [name.strip() for line in log_lines for name in line.split(" (")[0].split(",") if name.strip()]
+    sections = ["\n".join(blocks) or "<no 'Error in rule' block>"]
+    for name in dict.fromkeys(named):
+        path = Path(name) if Path(name).is_absolute() else workdir / name
+        sections.append(tail(path, lines))
+    return "\n".join(sections) + "\n" + tail(snakemake_log)
+
+
 def sbatch_calls(snakemake_log: str) -> list[str]:
     """The sbatch command lines the executor ran, as it logs them with --verbose."""
     return [match.group(1) for match in re.finditer(r"^sbatch call: (sbatch .*)$", snakemake_log, flags=re.MULTILINE)]
