@@ -24,7 +24,9 @@ demo: venv
 	$(BIN)/snakemake --report results/demo/report.html
 
 test: venv
-	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup --durations=15
+	# --dist loadfile: one worker runs a whole file, so a module fixture (the demo run, the Slurm test cluster)
+	# is set up once; with pytest 9.2 and xdist 3.8 the xdist_group marks of --dist loadgroup were ignored.
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile --durations=15
 
 bench: venv
 	@for script in tests/benchmarks/bench_*.py; do \

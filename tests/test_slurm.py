@@ -28,7 +28,7 @@ from slurm.snakemake_run import (
 )
 from workflow_runner import make_workdir
 
-pytestmark = [pytest.mark.slurm, pytest.mark.xdist_group("slurm")]  # one worker: one cluster at a time
+pytestmark = [pytest.mark.slurm]  # `make test` runs a file on one worker (--dist loadfile): one cluster at a time
 
 WORKFLOW_TIMEOUT_S = 300
 DEMO_TIMEOUT_S = 1800
