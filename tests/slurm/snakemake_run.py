@@ -51,11 +51,17 @@ def tail(path: Path, lines: int = 60) -> str:
 
 
 def failure_report(snakemake_log: Path, workdir: Path, lines: int = 80) -> str:
-    """What failed: Snakemake's "Error in rule" blocks, then the Slurm and rule logs they name."""
-    text = snakemake_log.read_text(errors="replace") if snakemake_log.exists() else ""
-    blocks = re.findall(r"^Error in rule .*?(?=^\s*$)", text, flags=re.MULTILINE | re.DOTALL)
-    log_lines = re.findall(r"^\s*log: (.*)$", "\n".join(blocks), flags=re.MULTILINE)
-    named = [name.strip() for line in log_lines for name in line.split(" (")[0].split(",") if name.strip()]
+    """What failed: Snakemake's "Error in rule/group" blocks, then the Slurm and rule logs they name."""
+    text = (snakemake_log.read_text(errors="replace") if snakemake_log.exists() else "").splitlines()
+    starts = [i for i, line in enumerate(text) if re.search(r"Error in (rule|group) ", line)][:4]
+    blocks = ["\n".join(text[i : i + 25]) for i in starts]
+    named = [
+        name.strip()
+        for line in "\n".join(blocks).splitlines()
+        if re.match(r"\s*log: ", line)
+        for name in line.split("log: ", 1)[1].split(" (")[0].split(",")
+        if name.strip()
+    ]
     sections = ["\n".join(blocks) or "<no 'Error in rule' block>"]
     for name in dict.fromkeys(named):
         path = Path(name) if Path(name).is_absolute() else workdir / name
