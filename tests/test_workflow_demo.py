@@ -12,6 +12,9 @@ from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
 from workflow_runner import make_workdir, scheduled_rules, snakemake
+from workflow_scripts.cartography import read_cartography
+from workflow_scripts.demo_layout import BACKGROUND
+from workflow_scripts.evaluate import pass_slides
 
 pytestmark = [pytest.mark.slow]  # the module-scoped demo run is shared: `make test` keeps a file on one worker
 
@@ -48,7 +51,7 @@ def test_report_and_figures_exist(demo: Path) -> None:
     assert (demo / RESULTS / "heterogeneity" / "gallery.png").exists()
     qc = read(demo, "qc/slides.tsv")
     maps = {path.name for path in (demo / RESULTS / "heterogeneity" / "maps").glob("*.png")}
-    assert {f"{slide}.png" for slide in qc.loc[qc["status"] == "pass", "slide_id"]} <= maps
+    assert {f"{slide}.png" for slide in pass_slides(qc)["slide_id"]} <= maps
 
 
 def test_table1_matches_recomputation_from_slide_scores(demo: Path) -> None:
@@ -82,10 +85,11 @@ def test_tile_calls_match_the_planted_truth(demo: Path) -> None:
     """The ensemble's tile calls (cartography tensors) agree with the generator's tile-level truth masks."""
     agree, total = np.zeros(len(TRAITS)), 0
     for path in sorted((demo / RESULTS / "cartography").glob("*.h5")):
-        with h5py.File(path) as predicted, h5py.File(demo / "resources/demo/truth" / path.name) as truth:
-            assert list(predicted.attrs["traits"]) == list(truth.attrs["traits"]) == TRAITS
-            calls, planted = predicted["tensor"][()], truth["traits"][()]
-        both = (calls[..., 0] != 255) & (planted[..., 0] != 255)
+        calls, traits, _ = read_cartography(path)
+        with h5py.File(demo / "resources/demo/truth" / path.name) as truth:
+            assert traits == list(truth.attrs["traits"]) == TRAITS
+            planted = truth["traits"][()]
+        both = (calls[..., 0] != BACKGROUND) & (planted[..., 0] != BACKGROUND)
         agree += (calls[both] == planted[both]).sum(axis=0)
         total += int(both.sum())
     assert total > 1000
