@@ -8,7 +8,7 @@ from dataclasses import FrozenInstanceError
 
 import pytest
 
-from workflow_scripts.barcodes import (
+from workflow_scripts.inputs.barcodes import (
     is_tcga_name,
     parse_barcode,
     parse_slide_filename,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workflow_scripts.cartography import (
+from workflow_scripts.analysis.cartography import (
     BACKGROUND,
     place_on_grid,
     read_cartography,
@@ -13,8 +13,8 @@ from workflow_scripts.cartography import (
     slide_cartography,
     write_cartography,
 )
-from workflow_scripts.ensemble import SlidePredictions
-from workflow_scripts.tilestore import write_tile_store
+from workflow_scripts.analysis.ensemble import SlidePredictions
+from workflow_scripts.slides.tilestore import write_tile_store
 
 TILE = 512
 

@@ -8,7 +8,7 @@ import math
 import pandas as pd
 import pytest
 
-from workflow_scripts.clinical import (
+from workflow_scripts.inputs.clinical import (
     CLINICAL_COLUMNS,
     DAYS_PER_MONTH,
     make_clinical_file,

@@ -15,11 +15,11 @@ from lifelines import CoxPHFitter
 from lifelines.statistics import logrank_test
 from scipy.stats import spearmanr
 
-from workflow_scripts.barcodes import parse_barcode, parse_slide_filename
-from workflow_scripts.demo import DemoConfig, plan_cohort, write_demo_cohort
-from workflow_scripts.demo_image import render_slide
-from workflow_scripts.demo_layout import BACKGROUND, SlideLayout, cell_truth, heterogeneity_index, trait_fractions
-from workflow_scripts.demo_omics import SurvivalModel, simulate_survival
+from workflow_scripts.inputs.barcodes import parse_barcode, parse_slide_filename
+from workflow_scripts.demo.cohort import DemoConfig, plan_cohort, write_demo_cohort
+from workflow_scripts.demo.image import render_slide
+from workflow_scripts.demo.layout import BACKGROUND, SlideLayout, cell_truth, heterogeneity_index, trait_fractions
+from workflow_scripts.demo.omics import SurvivalModel, simulate_survival
 
 TINY = {"n_patients": 6, "slide_size": [768, 576]}
 SIGNATURES = ["nuclear_density", "stroma_hue"]

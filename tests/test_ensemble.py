@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workflow_scripts.ensemble import (
+from workflow_scripts.analysis.ensemble import (
     SlidePredictions,
     align_by_coords,
     choose_members,

@@ -9,8 +9,8 @@ import pytest
 from scipy.stats import false_discovery_control, spearmanr
 from sklearn.metrics import roc_auc_score
 
-from workflow_scripts.ensemble import choose_members
-from workflow_scripts.evaluate import (
+from workflow_scripts.analysis.ensemble import choose_members
+from workflow_scripts.analysis.evaluate import (
     assign_sets,
     auc,
     benjamini_hochberg,

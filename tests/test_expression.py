@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workflow_scripts.expression import (
+from workflow_scripts.inputs.expression import (
     TraitNotFoundError,
     detect_layout,
     primary_aliquots,

@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from gdc_server import GdcServer, ServedFile
-from workflow_scripts.gdc import (
+from workflow_scripts.inputs.gdc import (
     GdcError,
     GdcFile,
     RetryPolicy,
@@ -195,7 +195,7 @@ def test_token_sent_in_header_and_never_logged(tmp_path):
     token_file = tmp_path / "token.txt"
     token_file.write_text(token + "\n")
     log_file = tmp_path / "job.log"
-    from workflow_scripts.logs import get_logger
+    from workflow_scripts.common.logs import get_logger
 
     job_log = get_logger("test_gdc.token", log_file)
     content = payload(5000, 5)

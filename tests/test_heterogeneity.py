@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from workflow_scripts.heterogeneity import (
+from workflow_scripts.analysis.heterogeneity import (
     combination_label,
     combination_proportions,
     hta,

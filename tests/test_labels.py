@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workflow_scripts.labels import (
+from workflow_scripts.learning.labels import (
     LABEL_COLUMNS,
     LabelSettings,
     cohort_expression,
@@ -20,7 +20,7 @@ from workflow_scripts.labels import (
     summarise_labels,
     trait_slide_sets,
 )
-from workflow_scripts.splits import SplitSettings, draw_splits
+from workflow_scripts.learning.splits import SplitSettings, draw_splits
 
 DEFAULT = LabelSettings()
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from workflow_scripts.cartography import read_store_layout
-from workflow_scripts.maps import (
+from workflow_scripts.analysis.cartography import read_store_layout
+from workflow_scripts.analysis.maps import (
     BACKGROUND_COLOUR,
     NONE_COLOUR,
     combination_palette,

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from workflow_scripts.model import build_model, save_model, set_batchnorm_momentum
+from workflow_scripts.learning.model import build_model, save_model, set_batchnorm_momentum
 
 INCEPTION_V3_NO_TOP_PARAMS = 21_802_784  # keras.applications.InceptionV3(include_top=False): independent of input size
 HEAD_PARAMS = 2048 + 1  # Dense(1) on the 2048 pooled features

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from test_tiledata import write_signal_stores
-from workflow_scripts.model import build_model, save_model
-from workflow_scripts.predict import predict_trait, read_prediction, write_prediction
-from workflow_scripts.tiledata import fit_tile
-from workflow_scripts.tilestore import TileStore
+from workflow_scripts.learning.model import build_model, save_model
+from workflow_scripts.learning.predict import predict_trait, read_prediction, write_prediction
+from workflow_scripts.learning.tiledata import fit_tile
+from workflow_scripts.slides.tilestore import TileStore
 
 
 @pytest.fixture(scope="module")

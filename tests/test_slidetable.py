@@ -10,8 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from workflow_scripts.gdc import GdcFile, write_manifest
-from workflow_scripts.slidetable import (
+from workflow_scripts.inputs.gdc import GdcFile, write_manifest
+from workflow_scripts.inputs.slidetable import (
     TABLE_COLUMNS,
     SlideRecord,
     SlideTableError,

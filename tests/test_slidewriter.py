@@ -6,7 +6,7 @@ import numpy as np
 import openslide
 import pytest
 
-from workflow_scripts.slidewriter import write_aperio_slide
+from workflow_scripts.demo.slidewriter import write_aperio_slide
 
 
 def gradient_region(x: int, y: int, w: int, h: int) -> np.ndarray:

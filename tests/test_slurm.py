@@ -27,7 +27,7 @@ from slurm.snakemake_run import (
     visible_devices,
 )
 from workflow_runner import make_workdir
-from workflow_scripts.evaluate import pass_slides, read_table
+from workflow_scripts.analysis.evaluate import pass_slides, read_table
 
 pytestmark = [pytest.mark.slurm]  # `make test` runs a file on one worker (--dist loadfile): one cluster at a time
 

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workflow_scripts.labels import LabelSettings, label_trait, trait_slide_sets
-from workflow_scripts.splits import (
+from workflow_scripts.learning.labels import LabelSettings, label_trait, trait_slide_sets
+from workflow_scripts.learning.splits import (
     SplitSettings,
     draw_splits,
     held_out_count,

@@ -15,7 +15,7 @@ from lifelines import CoxPHFitter
 from lifelines.statistics import logrank_test
 
 from test_evaluate import _cohort as prediction_cohort
-from workflow_scripts.survival import (
+from workflow_scripts.analysis.survival import (
     category_groups,
     choose_traits,
     cox_models,
@@ -26,7 +26,7 @@ from workflow_scripts.survival import (
     survival_cohort,
     survival_patients,
 )
-from workflow_scripts.tilestore import write_tile_store
+from workflow_scripts.slides.tilestore import write_tile_store
 
 UUID = "0a1b2c3d-0000-4000-8000-00000000000{}"
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workflow_scripts.tiledata import (
+from workflow_scripts.learning.tiledata import (
     batch_examples,
     build_tile_index,
     decode_flipped,
@@ -18,7 +18,7 @@ from workflow_scripts.tiledata import (
     stream_examples,
     training_batches,
 )
-from workflow_scripts.tilestore import TileStore, decode_tile, encode_tile, write_tile_store
+from workflow_scripts.slides.tilestore import TileStore, decode_tile, encode_tile, write_tile_store
 
 TILE_PX = 96
 

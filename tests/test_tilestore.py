@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from workflow_scripts.tilestore import TileStore, TileStoreError, write_tile_store
+from workflow_scripts.slides.tilestore import TileStore, TileStoreError, write_tile_store
 
 ATTRS = {"tile_px": 32, "mpp": 0.5, "level0_tile_px": 64.0, "source_mpp": 0.25, "grid_shape": (3, 2), "source_path": "/x.svs"}
 
@@ -53,7 +53,7 @@ def test_round_trip(tmp_path, encoding):
 
 
 def test_pre_encoded_bytes_are_stored_verbatim(tmp_path):
-    from workflow_scripts.tilestore import encode_tile
+    from workflow_scripts.slides.tilestore import encode_tile
 
     encoded = [encode_tile(tile, 80) for tile in smooth_tiles(2)]
     write(tmp_path / "b.h5", encoded)

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workflow_scripts import tissue
-from workflow_scripts.slidewriter import SyntheticHE, write_aperio_slide
-from workflow_scripts.tiling import (
+from workflow_scripts.slides import tissue
+from workflow_scripts.demo.slidewriter import SyntheticHE, write_aperio_slide
+from workflow_scripts.slides.tiling import (
     QC_COLUMNS,
     TiffLevelReader,
     TilingConfig,
@@ -22,7 +22,7 @@ from workflow_scripts.tiling import (
     tile_slide,
     write_qc_row,
 )
-from workflow_scripts.tilestore import TileStore
+from workflow_scripts.slides.tilestore import TileStore
 
 CELL_UM = 32.0  # tile_px 64 at 0.5 um/px
 TILE_PX = 64

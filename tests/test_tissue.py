@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from workflow_scripts import tissue
+from workflow_scripts.slides import tissue
 
 
 def test_hsv_of_primary_colours():

@@ -22,9 +22,9 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from test_tiledata import write_signal_stores
-from workflow_scripts.model import load_model
-from workflow_scripts.tiledata import build_tile_index, ordered_batches
-from workflow_scripts.train import (
+from workflow_scripts.learning.model import load_model
+from workflow_scripts.learning.tiledata import build_tile_index, ordered_batches
+from workflow_scripts.learning.train import (
     HISTORY_COLUMNS,
     ScheduleState,
     TrainingOutputs,

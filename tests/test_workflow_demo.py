@@ -12,9 +12,9 @@ from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
 from workflow_runner import make_workdir, scheduled_rules, snakemake
-from workflow_scripts.cartography import read_cartography
-from workflow_scripts.demo_layout import BACKGROUND
-from workflow_scripts.evaluate import pass_slides
+from workflow_scripts.analysis.cartography import read_cartography
+from workflow_scripts.demo.layout import BACKGROUND
+from workflow_scripts.analysis.evaluate import pass_slides
 
 pytestmark = [pytest.mark.slow]  # the module-scoped demo run is shared: `make test` keeps a file on one worker
 

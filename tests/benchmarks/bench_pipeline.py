@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from workflow_scripts.tiledata import build_tile_index, training_batches
-from workflow_scripts.tilestore import TileStore, write_tile_store
+from workflow_scripts.learning.tiledata import build_tile_index, training_batches
+from workflow_scripts.slides.tilestore import TileStore, write_tile_store
 
 GOAL_PER_CORE = 250.0
 

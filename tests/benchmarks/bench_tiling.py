@@ -57,7 +57,7 @@ def periodic_region(texture: np.ndarray):
 
 def ensure_slide(cache: Path) -> Path:
     """Write the benchmark slide once."""
-    from workflow_scripts.slidewriter import SyntheticHE, write_aperio_slide
+    from workflow_scripts.demo.slidewriter import SyntheticHE, write_aperio_slide
 
     path = cache / f"bench_{SLIDE_PX[0]}x{SLIDE_PX[1]}.svs"
     if not path.exists():
@@ -97,7 +97,7 @@ def child_naive(slide_path: Path, sample: int) -> dict:
 
 def child_ours(slide_path: Path, threads: int) -> dict:
     """Our tiler end to end (mask, focus check, tile reading, JPEG encoding, store writing); CPU of all threads."""
-    from workflow_scripts.tiling import TilingConfig, tile_slide
+    from workflow_scripts.slides.tiling import TilingConfig, tile_slide
 
     with tempfile.TemporaryDirectory() as folder:
         started, cpu_started = time.perf_counter(), time.process_time()
@@ -178,7 +178,7 @@ def child_all(slide_path: Path, threads: list[int], sample: int) -> dict:
     """All methods in one process, the bound measured after each run of ours, so machine load hits them alike."""
     import openslide  # noqa: F401  (imports before any timing)
 
-    import workflow_scripts.tiling  # noqa: F401
+    import workflow_scripts.slides.tiling  # noqa: F401
 
     results: dict = {"rss_reset": reset_peak_rss()}
     for number, count in enumerate(threads):

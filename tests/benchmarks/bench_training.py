@@ -15,7 +15,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from workflow_scripts.model import limit_cpu_threads  # noqa: E402
+from workflow_scripts.learning.model import limit_cpu_threads  # noqa: E402
 
 
 def main() -> None:
@@ -32,8 +32,8 @@ def main() -> None:
     import keras
     import numpy as np
 
-    from workflow_scripts.model import build_model
-    from workflow_scripts.train import dtype_policy, has_gpu, mixed_precision_policy
+    from workflow_scripts.learning.model import build_model
+    from workflow_scripts.learning.train import dtype_policy, has_gpu, mixed_precision_policy
 
     gpu = has_gpu()
     policy = mixed_precision_policy(args.mixed_precision, gpu)

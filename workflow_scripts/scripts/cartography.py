@@ -2,14 +2,14 @@
 
 from pathlib import Path
 
-from workflow_scripts.logs import get_logger
+from workflow_scripts.common.logs import get_logger
 
 log = get_logger(__name__, snakemake.log[0])  # noqa: F821
 
-from workflow_scripts.atomic import atomic_path  # noqa: E402
-from workflow_scripts.cartography import read_store_layout, slide_cartography, write_cartography  # noqa: E402
-from workflow_scripts.ensemble import chosen_splits, read_predictions  # noqa: E402
-from workflow_scripts.evaluate import pass_slides, read_table  # noqa: E402
+from workflow_scripts.common.atomic import atomic_path  # noqa: E402
+from workflow_scripts.analysis.cartography import read_store_layout, slide_cartography, write_cartography  # noqa: E402
+from workflow_scripts.analysis.ensemble import chosen_splits, read_predictions  # noqa: E402
+from workflow_scripts.analysis.evaluate import pass_slides, read_table  # noqa: E402
 
 traits = list(snakemake.params.traits)  # noqa: F821
 threshold = float(snakemake.params.ensemble["threshold"])  # noqa: F821

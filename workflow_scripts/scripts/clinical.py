@@ -1,10 +1,10 @@
 """Snakemake script: survival and clinical covariates per patient (survival/clinical.tsv)."""
 
-from workflow_scripts.logs import get_logger
+from workflow_scripts.common.logs import get_logger
 
 log = get_logger(__name__, snakemake.log[0])  # noqa: F821
 
-from workflow_scripts.clinical import make_clinical_file  # noqa: E402
+from workflow_scripts.inputs.clinical import make_clinical_file  # noqa: E402
 
 make_clinical_file(
     snakemake.input.clinical,  # noqa: F821

@@ -1,10 +1,10 @@
 """Snakemake script: generate the synthetic demo cohort (slides, slide table, expression, clinical, truth)."""
 
-from workflow_scripts.logs import get_logger
+from workflow_scripts.common.logs import get_logger
 
 log = get_logger(__name__, snakemake.log[0])  # noqa: F821 (injected by Snakemake)
 
-from workflow_scripts.demo import DemoConfig, write_demo_cohort  # noqa: E402
+from workflow_scripts.demo.cohort import DemoConfig, write_demo_cohort  # noqa: E402
 
 write_demo_cohort(
     DemoConfig.from_mapping(snakemake.params.demo),  # noqa: F821

@@ -2,12 +2,12 @@
 
 from pathlib import Path
 
-from workflow_scripts.logs import get_logger
+from workflow_scripts.common.logs import get_logger
 
 log = get_logger(__name__, snakemake.log[0])  # noqa: F821
 
-from workflow_scripts.ensemble import choose_members, read_metrics  # noqa: E402
-from workflow_scripts.evaluate import (  # noqa: E402
+from workflow_scripts.analysis.ensemble import choose_members, read_metrics  # noqa: E402
+from workflow_scripts.analysis.evaluate import (  # noqa: E402
     assign_sets,
     collect_slide_scores,
     pass_slides,

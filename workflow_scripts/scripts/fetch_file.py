@@ -1,10 +1,10 @@
 """Snakemake script: provide an input file from a local path (symlinked) or by GDC file id (downloaded)."""
 
-from workflow_scripts.logs import get_logger
+from workflow_scripts.common.logs import get_logger
 
 log = get_logger(__name__, snakemake.log[0])  # noqa: F821 - injected by Snakemake
 
-from workflow_scripts.gdc import DEFAULT_API, RetryPolicy, fetch_source, open_session, read_token  # noqa: E402
+from workflow_scripts.inputs.gdc import DEFAULT_API, RetryPolicy, fetch_source, open_session, read_token  # noqa: E402
 
 params = snakemake.params  # noqa: F821
 fetch_source(

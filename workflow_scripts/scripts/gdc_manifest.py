@@ -1,10 +1,10 @@
 """Snakemake script: write the cohort's GDC slide manifest (user manifest or GDC query, minus exclusions)."""
 
-from workflow_scripts.logs import get_logger
+from workflow_scripts.common.logs import get_logger
 
 log = get_logger(__name__, snakemake.log[0])  # noqa: F821 - injected by Snakemake
 
-from workflow_scripts.gdc import DEFAULT_API, RetryPolicy, build_manifest, open_session, read_token, write_manifest  # noqa: E402
+from workflow_scripts.inputs.gdc import DEFAULT_API, RetryPolicy, build_manifest, open_session, read_token, write_manifest  # noqa: E402
 
 settings = dict(snakemake.params.gdc)  # noqa: F821
 session = open_session(read_token(settings.get("token_file")))

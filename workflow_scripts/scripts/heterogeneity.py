@@ -5,21 +5,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workflow_scripts.logs import get_logger
+from workflow_scripts.common.logs import get_logger
 
 log = get_logger(__name__, snakemake.log[0])  # noqa: F821
 
-from workflow_scripts.atomic import atomic_path  # noqa: E402
-from workflow_scripts.cartography import read_cartography, read_store_layout  # noqa: E402
-from workflow_scripts.evaluate import pass_slides, read_table, stable_seed, write_tsv  # noqa: E402
-from workflow_scripts.heterogeneity import (  # noqa: E402
+from workflow_scripts.common.atomic import atomic_path  # noqa: E402
+from workflow_scripts.analysis.cartography import read_cartography, read_store_layout  # noqa: E402
+from workflow_scripts.analysis.evaluate import pass_slides, read_table, stable_seed, write_tsv  # noqa: E402
+from workflow_scripts.analysis.heterogeneity import (  # noqa: E402
     combination_counts,
     combination_label,
     hta_test,
     hti,
     select_traits,
 )
-from workflow_scripts.maps import plot_gallery, plot_map  # noqa: E402
+from workflow_scripts.analysis.maps import plot_gallery, plot_map  # noqa: E402
 
 traits = read_table(snakemake.input.traits, ["trait"])["trait"].astype(str).tolist()  # noqa: F821
 region = int(snakemake.params.hta_region)  # noqa: F821

@@ -4,16 +4,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from workflow_scripts.logs import get_logger
+from workflow_scripts.common.logs import get_logger
 
 log = get_logger(__name__, snakemake.log[0])  # noqa: F821
 
-from workflow_scripts.model import limit_cpu_threads  # noqa: E402
+from workflow_scripts.learning.model import limit_cpu_threads  # noqa: E402
 
 limit_cpu_threads(int(snakemake.threads))  # noqa: F821  (before the backend runs anything)
 
-from workflow_scripts.predict import predict_trait  # noqa: E402
-from workflow_scripts.train import TrainingSettings  # noqa: E402
+from workflow_scripts.learning.predict import predict_trait  # noqa: E402
+from workflow_scripts.learning.train import TrainingSettings  # noqa: E402
 
 settings = TrainingSettings.from_config(dict(snakemake.params.training))  # noqa: F821
 qc = pd.read_csv(snakemake.input.qc, sep="\t", dtype={"slide_id": str})  # noqa: F821

@@ -1,10 +1,10 @@
 """Snakemake script: write resources/{cohort}/slides.tsv from a GDC manifest, a slide folder or a local table."""
 
-from workflow_scripts.logs import get_logger
+from workflow_scripts.common.logs import get_logger
 
 log = get_logger(__name__, snakemake.log[0])  # noqa: F821 - injected by Snakemake
 
-from workflow_scripts.slidetable import build_slide_table, write_slide_table  # noqa: E402
+from workflow_scripts.inputs.slidetable import build_slide_table, write_slide_table  # noqa: E402
 
 inputs = snakemake.input  # noqa: F821
 manifest = inputs.get("manifest") if hasattr(inputs, "get") else getattr(inputs, "manifest", None)

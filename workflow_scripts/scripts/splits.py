@@ -1,10 +1,10 @@
 """Snakemake script: patient-level test and train/val splits from the QC slide table (splits/splits.tsv)."""
 
-from workflow_scripts.logs import get_logger
+from workflow_scripts.common.logs import get_logger
 
 log = get_logger(__name__, snakemake.log[0])  # noqa: F821
 
-from workflow_scripts.splits import make_splits_file  # noqa: E402
+from workflow_scripts.learning.splits import make_splits_file  # noqa: E402
 
 make_splits_file(
     snakemake.input.qc,  # noqa: F821

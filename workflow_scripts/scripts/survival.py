@@ -2,13 +2,13 @@
 
 import pandas as pd
 
-from workflow_scripts.logs import get_logger
+from workflow_scripts.common.logs import get_logger
 
 log = get_logger(__name__, snakemake.log[0])  # noqa: F821
 
-from workflow_scripts.atomic import atomic_path  # noqa: E402
-from workflow_scripts.evaluate import read_labels, read_table, test_patients, write_tsv  # noqa: E402
-from workflow_scripts.survival import (  # noqa: E402
+from workflow_scripts.common.atomic import atomic_path  # noqa: E402
+from workflow_scripts.analysis.evaluate import read_labels, read_table, test_patients, write_tsv  # noqa: E402
+from workflow_scripts.analysis.survival import (  # noqa: E402
     category_groups,
     cox_models,
     expression_cohort,

@@ -1,11 +1,11 @@
 """Snakemake script: tile one slide into its tile store, QC row and QC thumbnail (a failed slide writes all three)."""
 
-from workflow_scripts.logs import get_logger
+from workflow_scripts.common.logs import get_logger
 
 log = get_logger(__name__, snakemake.log[0])  # noqa: F821 (injected by Snakemake)
 
-from workflow_scripts.atomic import atomic_path  # noqa: E402
-from workflow_scripts.tiling import TilingConfig, qc_image, tile_slide, write_qc_row  # noqa: E402
+from workflow_scripts.common.atomic import atomic_path  # noqa: E402
+from workflow_scripts.slides.tiling import TilingConfig, qc_image, tile_slide, write_qc_row  # noqa: E402
 
 qc = tile_slide(
     slide_path=snakemake.input.slide,  # noqa: F821

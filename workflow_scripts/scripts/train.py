@@ -3,15 +3,15 @@
 import os
 from pathlib import Path
 
-from workflow_scripts.logs import get_logger
+from workflow_scripts.common.logs import get_logger
 
 log = get_logger(__name__, snakemake.log[0])  # noqa: F821
 
-from workflow_scripts.model import limit_cpu_threads  # noqa: E402
+from workflow_scripts.learning.model import limit_cpu_threads  # noqa: E402
 
 limit_cpu_threads(int(snakemake.threads))  # noqa: F821  (before the backend runs anything)
 
-from workflow_scripts.train import TrainingOutputs, TrainingSettings, train_from_tables  # noqa: E402
+from workflow_scripts.learning.train import TrainingOutputs, TrainingSettings, train_from_tables  # noqa: E402
 
 log.info("job sees CUDA_VISIBLE_DEVICES=%s", os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"))
 settings = TrainingSettings.from_config(dict(snakemake.params.training))  # noqa: F821

@@ -38,9 +38,9 @@ import simplejpeg
 import tifffile
 from PIL import Image, ImageDraw
 
-from workflow_scripts import slides, tissue
-from workflow_scripts.atomic import atomic_path
-from workflow_scripts.tilestore import TileStoreWriter, encode_tile, write_tile_store
+from workflow_scripts.slides import reading as slides, tissue
+from workflow_scripts.common.atomic import atomic_path
+from workflow_scripts.slides.tilestore import TileStoreWriter, encode_tile, write_tile_store
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from workflow_scripts.atomic import atomic_path
-from workflow_scripts.expression import read_trait_expression
+from workflow_scripts.common.atomic import atomic_path
+from workflow_scripts.inputs.expression import read_trait_expression
 
 LABEL_COLUMNS = ["patient_id", "trait", "value", "percentile", "label", "set", "median_label"]
 SETS = ("train_pool", "ood_near", "ood_far")

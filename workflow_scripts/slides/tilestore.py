@@ -19,7 +19,7 @@ import numpy as np
 import simplejpeg
 
 from workflow_scripts import __version__
-from workflow_scripts.atomic import atomic_path
+from workflow_scripts.common.atomic import atomic_path
 
 ENCODINGS = ("jpeg", "raw")
 REQUIRED_DATASETS = ("coords", "grid", "tissue_fraction", "tiles", "thumbnail")

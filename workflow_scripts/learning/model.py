@@ -16,7 +16,7 @@ from pathlib import Path
 
 import keras
 
-from workflow_scripts.atomic import atomic_path
+from workflow_scripts.common.atomic import atomic_path
 
 INPUT_DTYPE = "uint8"
 

@@ -29,7 +29,7 @@ import numpy as np
 import simplejpeg
 from PIL import Image
 
-from workflow_scripts.tilestore import TileStore, decode_tile
+from workflow_scripts.slides.tilestore import TileStore, decode_tile
 
 FLIP_STREAM = 1  # second key of the flip generator, so flips and permutations never share random numbers
 

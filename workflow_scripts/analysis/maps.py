@@ -6,9 +6,9 @@ import os
 
 import numpy as np
 
-from workflow_scripts.atomic import atomic_path
-from workflow_scripts.cartography import StoreLayout
-from workflow_scripts.heterogeneity import combination_ids, combination_label, n_combinations, positive_and_mask
+from workflow_scripts.common.atomic import atomic_path
+from workflow_scripts.analysis.cartography import StoreLayout
+from workflow_scripts.analysis.heterogeneity import combination_ids, combination_label, n_combinations, positive_and_mask
 
 NONE_COLOUR = (0.83, 0.83, 0.83)
 BACKGROUND_COLOUR = (1.0, 1.0, 1.0)

@@ -16,10 +16,10 @@ import h5py
 import keras
 import numpy as np
 
-from workflow_scripts.atomic import atomic_path
-from workflow_scripts.model import load_model
-from workflow_scripts.tiledata import slide_batches
-from workflow_scripts.tilestore import TileStore
+from workflow_scripts.common.atomic import atomic_path
+from workflow_scripts.learning.model import load_model
+from workflow_scripts.learning.tiledata import slide_batches
+from workflow_scripts.slides.tilestore import TileStore
 
 
 def model_input_px(model: keras.Model) -> int:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from workflow_scripts.atomic import atomic_path
+from workflow_scripts.common.atomic import atomic_path
 
 CLINICAL_COLUMNS = ["patient_id", "os_months", "os_event", "age", "stage", "subtype", "er_status"]
 DAYS_PER_MONTH = 30.4375

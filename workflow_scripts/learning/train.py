@@ -43,10 +43,10 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from workflow_scripts.atomic import atomic_path
-from workflow_scripts.labels import read_labels, trait_slide_sets
-from workflow_scripts.model import build_model, save_model
-from workflow_scripts.tiledata import TileIndex, build_tile_index, ordered_batches, training_batches
+from workflow_scripts.common.atomic import atomic_path
+from workflow_scripts.learning.labels import read_labels, trait_slide_sets
+from workflow_scripts.learning.model import build_model, save_model
+from workflow_scripts.learning.tiledata import TileIndex, build_tile_index, ordered_batches, training_batches
 
 HISTORY_COLUMNS = ["eval_step", "epoch_fraction", "train_loss", "val_slide_auc", "lr", "val_loss"]
 MIXED_POLICIES = {"mixed_float16", "mixed_bfloat16"}

@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata, spearmanr
 
-from workflow_scripts.atomic import atomic_path
-from workflow_scripts.ensemble import chosen_splits, read_predictions, slide_scores
+from workflow_scripts.common.atomic import atomic_path
+from workflow_scripts.analysis.ensemble import chosen_splits, read_predictions, slide_scores
 
 EVALUATION_SETS = ("test", "ood_near", "ood_all")
 SPEARMAN_SETS = ("test", "ood_near", "ood_all", "all")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from workflow_scripts.atomic import atomic_path
+from workflow_scripts.common.atomic import atomic_path
 
 MIN_PATIENTS_FOR_AT_LEAST_ONE = 10
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workflow_scripts.atomic import atomic_path
-from workflow_scripts.barcodes import parse_barcode
+from workflow_scripts.common.atomic import atomic_path
+from workflow_scripts.inputs.barcodes import parse_barcode
 
 LOGRANK_COLUMNS = [
     "comparison", "traits", "low_max", "high_min", "n_low", "n_high", "events_low", "events_high",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import requests
 
-from workflow_scripts.atomic import atomic_path
+from workflow_scripts.common.atomic import atomic_path
 
 DEFAULT_API = "https://api.gdc.cancer.gov"
 MANIFEST_COLUMNS = ("id", "filename", "md5", "size", "state")

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import tifffile
 
-from workflow_scripts.atomic import atomic_path
+from workflow_scripts.common.atomic import atomic_path
 
 RegionReader = Callable[[int, int, int, int], np.ndarray]
 

@@ -26,9 +26,9 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from workflow_scripts.atomic import atomic_path
-from workflow_scripts.demo_image import SIGNATURES, render_slide
-from workflow_scripts.demo_layout import (
+from workflow_scripts.common.atomic import atomic_path
+from workflow_scripts.demo.image import SIGNATURES, render_slide
+from workflow_scripts.demo.layout import (
     SlideLayout,
     cell_truth,
     choose_region_traits,
@@ -36,7 +36,7 @@ from workflow_scripts.demo_layout import (
     make_layout,
     trait_fractions,
 )
-from workflow_scripts.demo_omics import (
+from workflow_scripts.demo.omics import (
     SurvivalModel,
     clinical_table,
     expression_matrix,
@@ -49,7 +49,7 @@ from workflow_scripts.demo_omics import (
     plan_aliquots,
     simulate_survival,
 )
-from workflow_scripts.slidewriter import write_aperio_slide
+from workflow_scripts.demo.slidewriter import write_aperio_slide
 
 SLIDE_MPP = 0.25
 SLIDE_APP_MAG = 40

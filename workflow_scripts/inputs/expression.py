@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from workflow_scripts.barcodes import parse_barcode
+from workflow_scripts.inputs.barcodes import parse_barcode
 
 PRIMARY_TUMOUR = 1
 MISSING_VALUES = frozenset({"", "NA", "NAN", "NULL", "NONE", "N/A", "#N/A", "."})

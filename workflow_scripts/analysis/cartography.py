@@ -14,9 +14,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from workflow_scripts.atomic import atomic_path
-from workflow_scripts.ensemble import SlidePredictions, align_by_coords, ensemble_positive
-from workflow_scripts.tilestore import TileStore
+from workflow_scripts.common.atomic import atomic_path
+from workflow_scripts.analysis.ensemble import SlidePredictions, align_by_coords, ensemble_positive
+from workflow_scripts.slides.tilestore import TileStore
 
 BACKGROUND = 255
 

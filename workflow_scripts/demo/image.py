@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-from workflow_scripts.demo_layout import SlideLayout
+from workflow_scripts.demo.layout import SlideLayout
 
 SIGNATURES = ("nuclear_density", "stroma_hue", "nuclear_size")
 

@@ -10,9 +10,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 
-from workflow_scripts.atomic import atomic_path
-from workflow_scripts.barcodes import patient_id as tcga_patient_id
-from workflow_scripts.gdc import GdcFile, file_name_problems, read_manifest, validate_file_name
+from workflow_scripts.common.atomic import atomic_path
+from workflow_scripts.inputs.barcodes import patient_id as tcga_patient_id
+from workflow_scripts.inputs.gdc import GdcFile, file_name_problems, read_manifest, validate_file_name
 
 SLIDE_EXTENSIONS = (".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif", ".dcm")
 LOCAL_TABLE_COLUMNS = ("slide_id", "patient_id", "path")
