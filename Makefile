@@ -36,6 +36,7 @@ bench: venv
 lint: venv
 	$(BIN)/snakemake --lint
 	$(BIN)/snakefmt --check .
+	$(BIN)/ruff check .
 
 rulegraph: venv
 	$(BIN)/snakemake --rulegraph | dot -Tsvg > rulegraph.svg

@@ -25,6 +25,7 @@ rule train:
         runtime=lambda wildcards, attempt: config["training"]["runtime_min"] * attempt,
     params:
         training=config["training"],
+        threshold=config["ensemble"]["threshold"],
         seed=config["seed"],
         split=lambda wildcards: int(wildcards.split),
         trait=lambda wildcards: wildcards.trait,

@@ -13,7 +13,7 @@ from workflow_scripts.analysis.cartography import (
     slide_cartography,
     write_cartography,
 )
-from workflow_scripts.analysis.ensemble import SlidePredictions
+from workflow_scripts.learning.predictions import SlidePredictions
 from workflow_scripts.slides.tilestore import write_tile_store
 
 TILE = 512

@@ -10,15 +10,14 @@ import pandas as pd
 import pytest
 
 from workflow_scripts.analysis.ensemble import (
-    SlidePredictions,
     align_by_coords,
     choose_members,
     chosen_splits,
     majority_vote,
     read_metrics,
-    read_predictions,
     slide_scores,
 )
+from workflow_scripts.learning.predictions import SlidePredictions, read_predictions, write_predictions
 
 
 def test_majority_vote_by_hand():
@@ -69,12 +68,7 @@ def test_align_by_coords_reorders_and_names_slide():
 def test_slide_scores_fraction_positive_and_mean(tmp_path):
     scores = np.array([[0.9, 0.8, 0.1], [0.6, 0.2, 0.7], [0.1, 0.3, 0.2], [0.5, 0.9, 0.9]], dtype=np.float32)
     path = tmp_path / "S1.h5"
-    with h5py.File(path, "w") as handle:
-        handle["coords"] = np.array([[0, 0], [1, 0], [2, 0], [3, 0]], dtype=np.int64)
-        handle["scores"] = scores
-        handle.attrs["splits"] = [0, 1, 2]
-        handle.attrs["slide_id"] = "S1"
-        handle.attrs["trait"] = "A"
+    write_predictions(path, SlidePredictions("S1", "A", np.array([[0, 0], [1, 0], [2, 0], [3, 0]]), scores, (0, 1, 2)))
     predictions = read_predictions(path)
     frame = slide_scores(predictions, [0, 2], threshold=0.5).set_index("model")
     # split_0 positive tiles: 0.9, 0.6 (0.5 is not above 0.5) -> 2/4

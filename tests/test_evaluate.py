@@ -2,28 +2,28 @@
 
 from __future__ import annotations
 
-import h5py
 import numpy as np
 import pandas as pd
 import pytest
+from qc_rows import qc_frame
 from scipy.stats import false_discovery_control, spearmanr
 from sklearn.metrics import roc_auc_score
 
 from workflow_scripts.analysis.ensemble import choose_members
 from workflow_scripts.analysis.evaluate import (
     assign_sets,
-    auc,
     benjamini_hochberg,
     bootstrap_auc_ci,
     collect_slide_scores,
     evaluation_sets,
-    pass_slides,
     plot_figure2,
     spearman_table,
     table1,
-    test_patients as held_out_patients,
-    write_tsv,
 )
+from workflow_scripts.common.tables import write_tsv
+from workflow_scripts.learning.predictions import SlidePredictions, write_predictions
+from workflow_scripts.learning.slide_score import slide_auc as auc
+from workflow_scripts.slides.qc_table import passed_slides
 
 
 def test_auc_matches_sklearn_with_ties():
@@ -74,8 +74,6 @@ def test_evaluation_sets_rule():
     assert sorted(map(tuple, sets.values.tolist())) == [
         ("p1", "test", 1), ("p2", "test", 0), ("p3", "ood_all", 1), ("p3", "ood_near", 1), ("p4", "ood_all", 0)
     ]
-    splits = pd.DataFrame({"patient_id": ["p1", "p2"], "test": ["True", "False"]})
-    assert held_out_patients(splits) == {"p1"}
 
 
 def _cohort(tmp_path, n_patients: int = 24):
@@ -106,26 +104,21 @@ def _cohort(tmp_path, n_patients: int = 24):
             coords = rng.permutation(np.stack(np.meshgrid(np.arange(5), np.arange(4)), -1).reshape(-1, 2)) * 512
             signal = percentile_of[patient] / 100
             scores = np.clip(rng.normal(signal, 0.25, (20, 3)), 0, 1).astype(np.float32)
-            with h5py.File(directory / f"{slide_id}.h5", "w") as handle:
-                handle["coords"] = coords.astype(np.int64)
-                handle["scores"] = scores
-                handle.attrs["splits"] = [0, 1, 2]
-                handle.attrs["slide_id"] = slide_id
-                handle.attrs["trait"] = trait
+            write_predictions(directory / f"{slide_id}.h5", SlidePredictions(slide_id, trait, coords, scores, (0, 1, 2)))
         prediction_dirs[trait] = directory
     labels = pd.DataFrame(label_rows)
     splits = pd.DataFrame({"patient_id": patients, "test": [index % 3 == 0 or index % 4 == 0 for index in range(n_patients)]})
     metrics = pd.DataFrame({"trait": ["A"] * 3 + ["B"] * 3, "split": [0, 1, 2] * 2,
                             "best_val_slide_auc": [0.9, 0.8, 0.7, 0.6, 0.9, 0.8]})
-    return prediction_dirs, labels, splits, pd.DataFrame(qc_rows), metrics
+    return prediction_dirs, labels, splits, qc_frame(qc_rows), metrics
 
 
 def test_table1_spearman_and_figure(tmp_path):
     prediction_dirs, labels, splits, qc, metrics = _cohort(tmp_path)
     members = choose_members(metrics, top_k=2)
-    scores = collect_slide_scores(prediction_dirs, members, 0.5, pass_slides(qc))
+    scores = collect_slide_scores(prediction_dirs, members, 0.5, passed_slides(qc))
     assert "failed" not in set(scores["slide_id"])
-    slide_table = assign_sets(scores, labels, held_out_patients(splits))
+    slide_table = assign_sets(scores, labels, set(splits.loc[splits["test"], "patient_id"]))
     result = table1(slide_table, ["A", "B"], n_boot=100, ci=0.95, seed=42).set_index("trait")
 
     test_a = slide_table[(slide_table["trait"] == "A") & (slide_table["set"] == "test")]

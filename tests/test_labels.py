@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from qc_rows import qc_frame
 
+from workflow_scripts.slides.qc_table import write_qc_table
 from workflow_scripts.learning.labels import (
     LABEL_COLUMNS,
     LabelSettings,
@@ -188,7 +190,7 @@ def test_summary_counts_patients_and_slides_per_set_and_label():
 
 def test_trait_slide_sets_roles_labels_and_patients_in_one_set():
     slides, labels = small_cohort()
-    qc = slides.assign(status=["pass"] * 20 + ["fail"])  # S10b fails QC
+    qc = slides.assign(status=["pass"] * 20 + ["fail"], n_tiles=1)  # S10b fails QC
     splits = draw_splits(sorted(set(slides["patient_id"])), SplitSettings(0.2, 0.2, 2), seed=7)
     sets = trait_slide_sets(labels, splits, qc, "T", 1)
     assert list(sets.columns) == ["slide_id", "patient_id", "label", "median_label", "role"]
@@ -256,7 +258,7 @@ def test_trait_files_summary_and_byte_identical_reruns(tmp_path):
     text = (tmp_path / "a" / "MKI67.tsv").read_text().splitlines()
     assert text[0] == "\t".join(LABEL_COLUMNS)
     ood_line = next(line for line in text[1:] if "\tood_" in line)
-    assert ood_line.split("\t")[4] == ""  # OOD label written empty
+    assert ood_line.split("\t")[4] == "NaN"  # OOD label missing, written as every table writes missing values
 
 
 SNAKEFILE = """
@@ -313,8 +315,8 @@ def test_snakemake_scripts_write_every_output(tmp_path, repo_root):
     pd.DataFrame({"slide_id": slide_ids, "patient_id": patients, "path": ""}).to_csv(
         tmp_path / "slides.tsv", sep="\t", index=False
     )
-    qc = pd.DataFrame({"slide_id": slide_ids, "patient_id": patients, "status": ["pass"] * 29 + ["fail"], "reason": ""})
-    qc.to_csv(tmp_path / "qc.tsv", sep="\t", index=False)
+    qc = qc_frame({"slide_id": slide_ids, "patient_id": patients, "status": ["pass"] * 29 + ["fail"], "reason": ""})
+    write_qc_table(qc, tmp_path / "qc.tsv")
     (tmp_path / "clinical.txt").write_text("#a\nPATIENT_ID\tOS_STATUS\tOS_MONTHS\nTCGA-AA-0000\t1:DECEASED\t5\n")
     (tmp_path / "Snakefile").write_text(SNAKEFILE.format(scripts=repo_root / "workflow_scripts" / "scripts"))
     result = subprocess.run(

@@ -10,7 +10,8 @@ import pytest
 
 from test_tiledata import write_signal_stores
 from workflow_scripts.learning.model import build_model, save_model
-from workflow_scripts.learning.predict import predict_trait, read_prediction, write_prediction
+from workflow_scripts.learning.predict import predict_trait
+from workflow_scripts.learning.predictions import SlidePredictions, read_predictions, write_predictions
 from workflow_scripts.learning.tiledata import fit_tile
 from workflow_scripts.slides.tilestore import TileStore
 
@@ -43,8 +44,9 @@ def test_predictions_align_with_stores_and_models(split_models: tuple, tmp_path:
     assert written == [output / "slide_00.h5", output / "slide_empty.h5", output / "slide_01.h5"]
 
     for store_path in stores:
-        coords, scores, attrs = read_prediction(output / store_path.name)
-        assert attrs == {"splits": [0, 2], "slide_id": store_path.stem, "trait": "MKI67"}
+        read = read_predictions(output / store_path.name, "MKI67")
+        coords, scores = read.coords, read.scores
+        assert (read.splits, read.slide_id, read.trait) == ((0, 2), store_path.stem, "MKI67")
         with TileStore(store_path) as store:
             np.testing.assert_array_equal(coords, store.coords)
             assert coords.dtype == np.int64
@@ -55,19 +57,21 @@ def test_predictions_align_with_stores_and_models(split_models: tuple, tmp_path:
             np.testing.assert_allclose(scores[:, column], expected, rtol=1e-4, atol=1e-5)
         assert not np.allclose(scores[:, 0], scores[:, 1])
 
-    coords, scores, attrs = read_prediction(output / "slide_empty.h5")
-    assert coords.shape == (0, 2) and scores.shape == (0, 2) and attrs["slide_id"] == "slide_empty"
+    read = read_predictions(output / "slide_empty.h5")
+    assert read.coords.shape == (0, 2) and read.scores.shape == (0, 2) and read.slide_id == "slide_empty"
 
 
 def test_prediction_files_are_byte_reproducible(tmp_path: Path) -> None:
     coords, scores = np.array([[0, 0], [96, 0]]), np.array([[0.25, 0.5], [0.75, 1.0]])
-    write_prediction(tmp_path / "a.h5", "S1", "T", [0, 1], coords, scores)
-    write_prediction(tmp_path / "b.h5", "S1", "T", [0, 1], coords, scores)
+    write_predictions(tmp_path / "a.h5", SlidePredictions("S1", "T", coords, scores, (0, 1)))
+    write_predictions(tmp_path / "b.h5", SlidePredictions("S1", "T", coords, scores, (0, 1)))
     assert (tmp_path / "a.h5").read_bytes() == (tmp_path / "b.h5").read_bytes()
-    read_coords, read_scores, attrs = read_prediction(tmp_path / "a.h5")
-    np.testing.assert_array_equal(read_coords, coords)
-    np.testing.assert_array_equal(read_scores, scores.astype(np.float32))
-    assert attrs == {"splits": [0, 1], "slide_id": "S1", "trait": "T"}
+    read = read_predictions(tmp_path / "a.h5")
+    np.testing.assert_array_equal(read.coords, coords)
+    np.testing.assert_array_equal(read.scores, scores.astype(np.float32))
+    assert (read.splits, read.slide_id, read.trait) == ((0, 1), "S1", "T")
+    with pytest.raises(ValueError, match="expected U"):
+        read_predictions(tmp_path / "a.h5", "U")
 
 
 def test_mismatched_models_and_splits_are_refused(split_models: tuple, tmp_path: Path) -> None:

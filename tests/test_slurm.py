@@ -27,7 +27,7 @@ from slurm.snakemake_run import (
     visible_devices,
 )
 from workflow_runner import make_workdir
-from workflow_scripts.analysis.evaluate import pass_slides, read_table
+from workflow_scripts.slides.qc_table import read_passed_slides
 
 pytestmark = [pytest.mark.slurm]  # `make test` runs a file on one worker (--dist loadfile): one cluster at a time
 
@@ -150,7 +150,7 @@ def test_demo_workflow_runs_through_slurm_profile(slurm_cluster, tmp_path):
     # profile_demo asks for 1 slide per group job; Snakemake 9.27 sometimes regroups the tile_slide jobs it adds after
     # the slide-table checkpoint into a job of 2 (seen once in CI), which the 2-CPU node still takes.
     assert n_slides // 2 <= len(group_calls) <= n_slides, group_calls
-    passed = pass_slides(read_table(results / "qc" / "slides.tsv", ["slide_id", "patient_id", "status"]))
+    passed = read_passed_slides(results / "qc" / "slides.tsv")
     assert all((results / "tiles" / f"{slide}.h5").is_file() for slide in passed["slide_id"])
     assert not sbatch_call_for(log, "rule_tile_slide")
     assert (results / "heterogeneity" / "hti.tsv").is_file()

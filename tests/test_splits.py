@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from qc_rows import qc_frame
 
 from workflow_scripts.learning.labels import LabelSettings, label_trait, trait_slide_sets
+from workflow_scripts.slides.qc_table import write_qc_table
 from workflow_scripts.learning.splits import (
     SplitSettings,
     draw_splits,
@@ -14,6 +16,7 @@ from workflow_scripts.learning.splits import (
     make_splits_file,
     passing_patients,
     read_splits,
+    held_out_patients,
 )
 
 
@@ -25,7 +28,7 @@ def qc_table(n_patients: int, slides_per_patient: int = 2) -> pd.DataFrame:
         for slide in range(slides_per_patient):
             status = "fail" if slide == 1 or patient == "P003" else "pass"
             rows.append({"slide_id": f"{patient}-S{slide}", "patient_id": patient, "status": status, "reason": ""})
-    return pd.DataFrame(rows)
+    return qc_frame(rows)
 
 
 def test_held_out_counts_round_half_up_with_at_least_one_from_ten():
@@ -39,7 +42,7 @@ def test_passing_patients_need_one_passing_slide():
     assert passing_patients(qc) == ["P000", "P001", "P002", "P004", "P005"]
     with pytest.raises(ValueError, match="status value"):
         passing_patients(qc.assign(status="ok"))
-    with pytest.raises(ValueError, match=r"lacks column\(s\) \['status'\]"):
+    with pytest.raises(KeyError, match="status"):
         passing_patients(qc.drop(columns="status"))
 
 
@@ -84,7 +87,7 @@ def test_splits_refuse_bad_settings_and_too_few_patients():
 
 def test_file_is_byte_identical_for_the_same_seed_and_readable(tmp_path):
     qc = qc_table(40)
-    qc.to_csv(tmp_path / "qc.tsv", sep="\t", index=False)
+    write_qc_table(qc, tmp_path / "qc.tsv")
     config = {"test_fraction": 0.1, "val_fraction": 0.1, "n_splits": 3}
     make_splits_file(tmp_path / "qc.tsv", config, 42, tmp_path / "a.tsv")
     make_splits_file(tmp_path / "qc.tsv", config, 42, tmp_path / "b.tsv")
@@ -99,7 +102,7 @@ def test_file_is_byte_identical_for_the_same_seed_and_readable(tmp_path):
 def test_traits_do_not_change_the_splits(tmp_path):
     """Splits come from the QC table alone; every trait's slide sets share the same test patients."""
     qc = qc_table(50)
-    qc.to_csv(tmp_path / "qc.tsv", sep="\t", index=False)
+    write_qc_table(qc, tmp_path / "qc.tsv")
     config = {"test_fraction": 0.1, "val_fraction": 0.1, "n_splits": 2}
     splits = make_splits_file(tmp_path / "qc.tsv", config, 7, tmp_path / "splits.tsv")
     rng = np.random.default_rng(0)
@@ -111,13 +114,27 @@ def test_traits_do_not_change_the_splits(tmp_path):
         ],
         ignore_index=True,
     )
-    test_patients = set(splits.loc[splits["test"], "patient_id"])
+    test_set = set(splits.loc[splits["test"], "patient_id"])
     for trait in ("A", "B", "C"):
         for split in (0, 1):
             sets = trait_slide_sets(labels, splits, qc, trait, split)
             in_test = set(sets.loc[sets["role"] == "test", "patient_id"])
-            assert in_test <= test_patients
+            assert in_test <= test_set
             trained = set(sets.loc[sets["role"].isin(["train", "val"]), "patient_id"])
-            assert not trained & test_patients
+            assert not trained & test_set
     make_splits_file(tmp_path / "qc.tsv", config, 7, tmp_path / "again.tsv")
     assert (tmp_path / "again.tsv").read_bytes() == (tmp_path / "splits.tsv").read_bytes()
+
+
+def test_read_splits_is_strict_and_test_patients_needs_parsed_flags(tmp_path):
+    path = tmp_path / "splits.tsv"
+    path.write_text("patient_id\ttest\tsplit_0\n007\tTrue\ttest\nP2\tFalse\ttrain\nP3\tFalse\tval\n")
+    table = read_splits(path)
+    assert held_out_patients(table) == {"007"}
+    with pytest.raises(TypeError, match="read_splits"):
+        held_out_patients(table.astype({"test": str}))
+    for bad, message in (("007\tyes\ttest", "value\\(s\\) \\['yes'\\]"), ("007\tTrue\tval", "disagrees"),
+                         ("007\tTrue\ttest\n007\tTrue\ttest", "repeat"), ("007\tTrue\tholdout", "holdout")):
+        path.write_text("patient_id\ttest\tsplit_0\n" + bad + "\n")
+        with pytest.raises(ValueError, match=message):
+            read_splits(path)

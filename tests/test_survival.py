@@ -15,6 +15,9 @@ from lifelines import CoxPHFitter
 from lifelines.statistics import logrank_test
 
 from test_evaluate import _cohort as prediction_cohort
+from workflow_scripts.learning.labels import write_labels
+from workflow_scripts.learning.splits import write_splits
+from workflow_scripts.slides.qc_table import write_qc_table
 from workflow_scripts.analysis.survival import (
     category_groups,
     choose_traits,
@@ -201,11 +204,11 @@ def test_scripts_run_under_snakemake(tmp_path, repo_root):
                                     "trait": row["trait"]}))
     for trait, rows in labels.groupby("trait"):
         (tmp_path / "labels").mkdir(exist_ok=True)
-        rows.to_csv(tmp_path / "labels" / f"{trait}.tsv", sep="\t", index=False)
+        write_labels(rows, tmp_path / "labels" / f"{trait}.tsv")
     (tmp_path / "splits").mkdir()
-    splits.to_csv(tmp_path / "splits" / "splits.tsv", sep="\t", index=False)
+    write_splits(splits, tmp_path / "splits" / "splits.tsv")
     (tmp_path / "qc").mkdir()
-    qc.to_csv(tmp_path / "qc" / "slides.tsv", sep="\t", index=False)
+    write_qc_table(qc, tmp_path / "qc" / "slides.tsv")
     clinical = _cohort(len(splits), seed=3).assign(patient_id=splits["patient_id"].to_numpy())
     (tmp_path / "survival").mkdir()
     clinical.drop(columns=["slide_id", "hti"]).to_csv(tmp_path / "survival" / "clinical.tsv", sep="\t", index=False)

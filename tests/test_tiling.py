@@ -11,17 +11,15 @@ import pytest
 from workflow_scripts.slides import tissue
 from workflow_scripts.demo.slidewriter import SyntheticHE, write_aperio_slide
 from workflow_scripts.slides.tiling import (
-    QC_COLUMNS,
     TiffLevelReader,
     TilingConfig,
     decode_scale,
     plan_grid,
     qc_image,
     resize_tile,
-    summarise_qc,
     tile_slide,
-    write_qc_row,
 )
+from workflow_scripts.slides.qc_table import QC_COLUMNS, read_qc_table, summarise_qc, write_qc_row
 from workflow_scripts.slides.tilestore import TileStore
 
 CELL_UM = 32.0  # tile_px 64 at 0.5 um/px
@@ -244,15 +242,15 @@ def test_qc_rows_and_summary(slide_folder, tmp_path):
     rows = []
     for slide_id in ("clean40", "clean20"):
         qc = tile_slide(slide_folder / f"{slide_id}.svs", tmp_path / f"{slide_id}.h5", slide_id, "P1", CONFIG)
-        rows.append(write_qc_row(tmp_path / f"{slide_id}.tsv", qc))
-    single = pd.read_csv(rows[0], sep="\t")
+        rows.append(write_qc_row(tmp_path / f"{slide_id}.tsv", qc.row()))
+    single = read_qc_table(rows[0])
     assert list(single.columns) == list(QC_COLUMNS) and len(single) == 1
     assert single.loc[0, "n_tiles"] == len(TISSUE_CELLS) and single.loc[0, "objective_power"] == 40
     table = summarise_qc(rows, ["clean40.svs"], tmp_path / "slides.tsv")
     assert table["slide_id"].tolist() == ["clean20", "clean40"]
     assert table["status"].tolist() == ["pass", "fail"]
     assert table["reason"].tolist()[1] == "excluded by config"
-    written = pd.read_csv(tmp_path / "slides.tsv", sep="\t", keep_default_na=False)
+    written = read_qc_table(tmp_path / "slides.tsv")
     assert list(written.columns) == list(QC_COLUMNS) and written["slide_id"].tolist() == ["clean20", "clean40"]
     with pytest.raises(ValueError, match="more than one QC row"):
         summarise_qc([rows[0], rows[0]], [], tmp_path / "dup.tsv")

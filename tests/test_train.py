@@ -19,10 +19,10 @@ import keras
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import roc_auc_score
 
 from test_tiledata import write_signal_stores
 from workflow_scripts.learning.model import load_model
+from workflow_scripts.learning.slide_score import grouped_slide_scores, slide_auc
 from workflow_scripts.learning.tiledata import build_tile_index, ordered_batches
 from workflow_scripts.learning.train import (
     HISTORY_COLUMNS,
@@ -33,8 +33,6 @@ from workflow_scripts.learning.train import (
     read_arrays,
     mixed_precision_policy,
     select_slides,
-    slide_auc,
-    slide_scores,
     tile_loss,
     train,
     update_schedule,
@@ -126,7 +124,7 @@ def test_saved_model_holds_the_best_weights(uninterrupted: tuple, indexes: tuple
     model = load_model(outputs.model)
     batches = ordered_batches(val_index, 32, 75)
     probabilities = np.concatenate([keras.ops.convert_to_numpy(model(x, training=False)) for x in batches]).reshape(-1)
-    scores = slide_scores(probabilities, val_index.tiles_per_store())
+    scores = grouped_slide_scores(probabilities, val_index.tiles_per_store(), SETTINGS.threshold)
     assert slide_auc(val_index.slide_labels, scores) == pytest.approx(metrics["best_val_slide_auc"], abs=1e-6)
     # the weights are those of the best evaluation (kept in the checkpoint's best.h5), not those of the last one
     assert metrics["best_eval_step"] < metrics["n_evals"]  # early stopping ran stop_patience evaluations past the best
@@ -194,20 +192,6 @@ def test_equal_score_with_lower_validation_loss_counts_as_improvement() -> None:
     # eval 2 ties on AUC and lowers the loss: best; evals 3-5 (higher, equal, undefined loss) do not improve
     assert trace == [(True, 1, 1.0), (True, 2, 1.0), (False, 2, 1.0), (False, 2, 0.5), (False, 2, 0.5)]
     assert state.best_loss == pytest.approx(0.4)
-
-
-def test_slide_scores_are_fractions_of_positive_tiles() -> None:
-    probabilities = np.array([0.9, 0.2, 0.51, 0.5, 0.1, 0.7])
-    np.testing.assert_allclose(slide_scores(probabilities, np.array([2, 3, 1])), [0.5, 1 / 3, 1.0])
-    with pytest.raises(ValueError, match="6 tile probabilities for 5 tiles"):
-        slide_scores(probabilities, np.array([2, 3]))
-
-
-def test_slide_auc_matches_sklearn_and_is_nan_for_one_class() -> None:
-    labels, scores = np.array([0, 0, 1, 1, 1]), np.array([0.1, 0.6, 0.4, 0.8, 0.9])
-    assert slide_auc(labels, scores) == pytest.approx(5 / 6)  # 5 of the 6 (pos, neg) pairs ordered correctly
-    assert slide_auc(labels, scores) == pytest.approx(roc_auc_score(labels, scores))
-    assert math.isnan(slide_auc(np.array([1, 1]), np.array([0.2, 0.3])))
 
 
 def test_tile_loss_is_binary_cross_entropy() -> None:

@@ -14,7 +14,7 @@ from sklearn.metrics import roc_auc_score
 from workflow_runner import make_workdir, scheduled_rules, snakemake
 from workflow_scripts.analysis.cartography import read_cartography
 from workflow_scripts.demo.layout import BACKGROUND
-from workflow_scripts.analysis.evaluate import pass_slides
+from workflow_scripts.slides.qc_table import passed_slides
 
 pytestmark = [pytest.mark.slow]  # the module-scoped demo run is shared: `make test` keeps a file on one worker
 
@@ -51,7 +51,7 @@ def test_report_and_figures_exist(demo: Path) -> None:
     assert (demo / RESULTS / "heterogeneity" / "gallery.png").exists()
     qc = read(demo, "qc/slides.tsv")
     maps = {path.name for path in (demo / RESULTS / "heterogeneity" / "maps").glob("*.png")}
-    assert {f"{slide}.png" for slide in pass_slides(qc)["slide_id"]} <= maps
+    assert {f"{slide}.png" for slide in passed_slides(qc)["slide_id"]} <= maps
 
 
 def test_table1_matches_recomputation_from_slide_scores(demo: Path) -> None:

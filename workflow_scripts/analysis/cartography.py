@@ -15,7 +15,8 @@ import h5py
 import numpy as np
 
 from workflow_scripts.common.atomic import atomic_path
-from workflow_scripts.analysis.ensemble import SlidePredictions, align_by_coords, ensemble_positive
+from workflow_scripts.analysis.ensemble import align_by_coords, ensemble_positive
+from workflow_scripts.learning.predictions import SlidePredictions
 from workflow_scripts.slides.tilestore import TileStore
 
 BACKGROUND = 255

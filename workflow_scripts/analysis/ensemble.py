@@ -10,54 +10,16 @@ import json
 import math
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 
+from workflow_scripts.common.tables import read_text_table, write_tsv
+from workflow_scripts.learning.predictions import SlidePredictions
+from workflow_scripts.learning.slide_score import binarise, positive_fraction
+
 MEMBER_COLUMNS = ["trait", "split", "best_val_slide_auc", "rank", "chosen"]
-
-
-@dataclass(frozen=True)
-class SlidePredictions:
-    """Tile scores of every split model of one trait on one slide (column j = model of splits[j])."""
-
-    slide_id: str
-    trait: str
-    coords: np.ndarray
-    scores: np.ndarray
-    splits: tuple[int, ...]
-
-    def columns(self, splits: Iterable[int]) -> np.ndarray:
-        """Score columns of the given split models, naming the slide when one is missing."""
-        wanted = list(splits)
-        missing = [split for split in wanted if split not in self.splits]
-        if missing:
-            raise KeyError(f"slide {self.slide_id}, trait {self.trait}: no predictions of splits {missing}")
-        return self.scores[:, [self.splits.index(split) for split in wanted]]
-
-
-def read_predictions(path: str | os.PathLike) -> SlidePredictions:
-    """Load one predictions/{trait}/{slide_id}.h5 file and check its shapes against the contract."""
-    path = Path(path)
-    with h5py.File(path, "r") as handle:
-        coords = np.asarray(handle["coords"][...], dtype=np.int64).reshape(-1, 2)
-        scores = np.asarray(handle["scores"][...], dtype=np.float32)
-        splits = tuple(int(split) for split in np.atleast_1d(handle.attrs["splits"]))
-        slide_id = _text(handle.attrs.get("slide_id", path.stem))
-        trait = _text(handle.attrs.get("trait", path.parent.name))
-    if scores.ndim == 1:
-        scores = scores[:, None]
-    if scores.shape != (coords.shape[0], len(splits)):
-        raise ValueError(f"{path}: scores shape {scores.shape} does not match {coords.shape[0]} tiles x splits {splits}")
-    return SlidePredictions(slide_id, trait, coords, scores, splits)
-
-
-def _text(value: object) -> str:
-    """HDF5 attributes come back as bytes or str depending on the writer; normalise to str."""
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def read_metrics(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
@@ -110,6 +72,24 @@ def choose_members(metrics: pd.DataFrame, top_k: int) -> pd.DataFrame:
     return pd.concat(ranked, ignore_index=True)[MEMBER_COLUMNS]
 
 
+def write_members(members: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write evaluation/ensemble_members.tsv (MEMBER_COLUMNS: every split model's rank and whether it was chosen)."""
+    write_tsv(members[MEMBER_COLUMNS], path)
+
+
+def read_members(path: str | os.PathLike) -> pd.DataFrame:
+    """Read ensemble_members.tsv with `chosen` as bool and `split`, `rank` as int, naming the file on bad values."""
+    members = read_text_table(path, MEMBER_COLUMNS)
+    bad = sorted(set(members["chosen"]) - {"True", "False"})
+    if bad:
+        raise ValueError(f"{path}: column chosen has value(s) {bad}; expected True or False")
+    members["chosen"] = members["chosen"] == "True"
+    members["split"] = members["split"].astype(int)
+    members["rank"] = members["rank"].astype(int)
+    members["best_val_slide_auc"] = pd.to_numeric(members["best_val_slide_auc"], errors="coerce")
+    return members[MEMBER_COLUMNS]
+
+
 def chosen_splits(members: pd.DataFrame, trait: str) -> list[int]:
     """Chosen split models of one trait, best first."""
     rows = members[(members["trait"] == trait) & members["chosen"].astype(bool)].sort_values("rank")
@@ -138,11 +118,6 @@ def align_by_coords(
     aligned = np.empty_like(np.asarray(values))
     aligned[reference_order] = np.asarray(values)[coords_order]
     return aligned
-
-
-def binarise(scores: np.ndarray, threshold: float) -> np.ndarray:
-    """Tile is positive when its score is strictly above the threshold (0.5 by default)."""
-    return np.asarray(scores) > threshold
 
 
 def majority_vote(votes: np.ndarray) -> np.ndarray:
@@ -180,7 +155,7 @@ def _score_row(model: str, positive: np.ndarray, tile_scores: np.ndarray, n_tile
         return {"model": model, "score": float("nan"), "mean_tile_score": float("nan"), "n_tiles": 0}
     return {
         "model": model,
-        "score": float(np.mean(positive)),
+        "score": positive_fraction(positive),
         "mean_tile_score": float(np.mean(tile_scores, dtype=np.float64)),
         "n_tiles": n_tiles,
     }

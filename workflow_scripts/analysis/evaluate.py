@@ -14,49 +14,22 @@ Evaluation sets per trait:
 from __future__ import annotations
 
 import os
-import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata, spearmanr
+from scipy.stats import false_discovery_control, spearmanr
 
-from workflow_scripts.common.atomic import atomic_path
-from workflow_scripts.analysis.ensemble import chosen_splits, read_predictions, slide_scores
+from workflow_scripts.common.figures import pyplot, save_figure
+from workflow_scripts.common.seeds import stable_seed
+from workflow_scripts.analysis.ensemble import chosen_splits, slide_scores
+from workflow_scripts.learning.predictions import read_predictions
+from workflow_scripts.learning.slide_score import slide_auc
 
 EVALUATION_SETS = ("test", "ood_near", "ood_all")
 SPEARMAN_SETS = ("test", "ood_near", "ood_all", "all")
 SLIDE_SCORE_COLUMNS = ["slide_id", "patient_id", "trait", "model", "set", "label", "score", "mean_tile_score"]
-
-
-def read_table(path: str | os.PathLike, required: Iterable[str]) -> pd.DataFrame:
-    """Read a TSV with string ids, failing with the file name when a required column is missing."""
-    frame = pd.read_csv(path, sep="\t", dtype={"patient_id": str, "slide_id": str})
-    missing = [column for column in required if column not in frame.columns]
-    if missing:
-        raise ValueError(f"{path}: missing columns {missing}")
-    return frame
-
-
-def read_labels(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
-    """Concatenate labels/{trait}.tsv files (long form)."""
-    required = ["patient_id", "trait", "percentile", "label", "set", "median_label"]
-    frames = [read_table(path, required) for path in paths]
-    if not frames:
-        raise ValueError("no label files given")
-    return pd.concat(frames, ignore_index=True)
-
-
-def test_patients(splits: pd.DataFrame) -> set[str]:
-    """Held-out test patients of splits.tsv (column `test` True)."""
-    flags = splits["test"].astype(str).str.strip().str.lower().isin(["true", "1", "yes"])
-    return set(splits.loc[flags, "patient_id"].astype(str))
-
-
-def pass_slides(qc: pd.DataFrame) -> pd.DataFrame:
-    """Slides that passed QC with their patients."""
-    return qc.loc[qc["status"].astype(str) == "pass", ["slide_id", "patient_id"]].astype(str).reset_index(drop=True)
 
 
 def evaluation_sets(trait_labels: pd.DataFrame, held_out: set[str]) -> pd.DataFrame:
@@ -92,9 +65,7 @@ def collect_slide_scores(
         for path in sorted(Path(directory).glob("*.h5")):
             if path.stem not in patient_of:
                 continue
-            predictions = read_predictions(path)
-            if predictions.trait != trait:
-                raise ValueError(f"{path}: holds predictions of trait {predictions.trait}, expected {trait}")
+            predictions = read_predictions(path, trait)
             frame = slide_scores(predictions, splits, threshold)
             frame["slide_id"] = path.stem
             frames.append(frame)
@@ -124,18 +95,6 @@ def assign_sets(scores: pd.DataFrame, labels: pd.DataFrame, held_out: set[str]) 
     return frame[SLIDE_SCORE_COLUMNS].reset_index(drop=True)
 
 
-def auc(labels: np.ndarray, scores: np.ndarray) -> float:
-    """ROC AUC by the rank-sum (Mann-Whitney) identity, ties counted half; NaN when only one class is present."""
-    labels = np.asarray(labels, dtype=bool)
-    scores = np.asarray(scores, dtype=np.float64)
-    n_positive = int(labels.sum())
-    n_negative = labels.size - n_positive
-    if n_positive == 0 or n_negative == 0:
-        return float("nan")
-    ranks = rankdata(scores)
-    return float((ranks[labels].sum() - n_positive * (n_positive + 1) / 2) / (n_positive * n_negative))
-
-
 def bootstrap_auc_ci(
     patients: np.ndarray, labels: np.ndarray, scores: np.ndarray, n_boot: int, ci: float, seed: int | list[int]
 ) -> tuple[float, float]:
@@ -152,18 +111,13 @@ def bootstrap_auc_ci(
     for _ in range(n_boot):
         drawn = rng.integers(0, unique.size, unique.size)
         rows = np.concatenate([slides_of[index] for index in drawn])
-        estimates.append(auc(labels[rows], scores[rows]))
+        estimates.append(slide_auc(labels[rows], scores[rows]))
     valid = np.asarray(estimates)[~np.isnan(estimates)]
     if valid.size < 2:
         return float("nan"), float("nan")
     alpha = (1.0 - ci) / 2.0
     low, high = np.quantile(valid, [alpha, 1.0 - alpha])
     return float(low), float(high)
-
-
-def stable_seed(seed: int, *names: str) -> list[int]:
-    """Seed sequence derived from the config seed and names, identical across runs (unlike hash())."""
-    return [int(seed)] + [zlib.crc32(name.encode()) for name in names]
 
 
 def table1(slide_table: pd.DataFrame, traits: list[str], n_boot: int, ci: float, seed: int) -> pd.DataFrame:
@@ -173,7 +127,7 @@ def table1(slide_table: pd.DataFrame, traits: list[str], n_boot: int, ci: float,
         row: dict[str, object] = {"trait": trait}
         test = slide_table[(slide_table["trait"] == trait) & (slide_table["set"] == "test")]
         split_aucs = [
-            auc(group["label"].to_numpy(int), group["score"].to_numpy(float))
+            slide_auc(group["label"].to_numpy(int), group["score"].to_numpy(float))
             for model, group in test.groupby("model", sort=True)
             if model != "ensemble"
         ]
@@ -192,7 +146,7 @@ def table1(slide_table: pd.DataFrame, traits: list[str], n_boot: int, ci: float,
             )
             row[f"n_{set_name}"] = len(ensemble)
             row[f"n_{set_name}_patients"] = ensemble["patient_id"].nunique()
-            row[f"{set_name}_auc_ensemble"] = auc(labels, scores)
+            row[f"{set_name}_auc_ensemble"] = slide_auc(labels, scores)
             row[f"{set_name}_auc_ensemble_ci_low"] = low
             row[f"{set_name}_auc_ensemble_ci_high"] = high
         rows.append(row)
@@ -204,16 +158,12 @@ def table1(slide_table: pd.DataFrame, traits: list[str], n_boot: int, ci: float,
 
 
 def benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
-    """Benjamini-Hochberg adjusted p-values (FDR q-values); NaN p-values stay NaN and are not counted."""
+    """Benjamini-Hochberg q-values (scipy's false_discovery_control); NaN p-values stay NaN and are not counted."""
     p = np.asarray(p_values, dtype=np.float64)
     q = np.full(p.shape, np.nan)
-    defined = np.flatnonzero(~np.isnan(p))
-    m = defined.size
-    if m == 0:
-        return q
-    order = defined[np.argsort(p[defined], kind="mergesort")]
-    scaled = p[order] * m / np.arange(1, m + 1)
-    q[order] = np.minimum(np.minimum.accumulate(scaled[::-1])[::-1], 1.0)
+    defined = ~np.isnan(p)
+    if defined.any():
+        q[defined] = false_discovery_control(p[defined], method="bh")
     return q
 
 
@@ -244,11 +194,7 @@ def spearman_table(slide_table: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFr
 
 def plot_figure2(slide_table: pd.DataFrame, traits: list[str], png: str | os.PathLike, pdf: str | os.PathLike, seed: int) -> None:
     """Figure 2: ensemble slide scores by reference label per trait (rows) for test, OOD-near, OOD-all (columns)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     titles = {"test": "Test", "ood_near": "OOD-near", "ood_all": "OOD-all"}
     figure, axes = plt.subplots(
         len(traits), len(EVALUATION_SETS), figsize=(3.2 * len(EVALUATION_SETS), 2.8 * len(traits)), squeeze=False
@@ -271,18 +217,4 @@ def plot_figure2(slide_table: pd.DataFrame, traits: list[str], png: str | os.Pat
             if column == 0:
                 axis.set_ylabel("ensemble slide score")
     figure.tight_layout()
-    for path in (png, pdf):
-        with atomic_path(path) as temporary:
-            figure.savefig(temporary, format=Path(path).suffix.lstrip("."), dpi=150, metadata=_no_dates(path))
-    plt.close(figure)
-
-
-def _no_dates(path: str | os.PathLike) -> dict:
-    """Figure metadata without creation dates, so that reruns write identical files."""
-    return {"CreationDate": None} if str(path).endswith(".pdf") else {"Software": None}
-
-
-def write_tsv(frame: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Write a TSV atomically with a fixed float format, so reruns are byte-identical."""
-    with atomic_path(path) as temporary:
-        frame.to_csv(temporary, sep="\t", index=False, float_format="%.6g", na_rep="NaN")
+    save_figure(figure, png, pdf, dpi=150)

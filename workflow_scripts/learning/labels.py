@@ -5,7 +5,7 @@ Definitions (one trait, over the cohort: patients in the slide table that have a
 - Thresholds are numpy.percentile(values, p) with numpy's default linear interpolation, p in percent.
 - label 1 when value >= q(high), label 0 when value <= q(low); both form the set `train_pool`.
 - Between them the patient is out of distribution: `ood_near` when q(low) < value <= q(low + near_width)
-  or q(high - near_width) <= value < q(high); `ood_far` for the rest of the band. The label is empty.
+  or q(high - near_width) <= value < q(high); `ood_far` for the rest of the band. The label is missing (NaN).
 - median_label = 1 when value > q(50) (numpy.median) else 0: the reference label for OOD evaluation.
 - percentile = 100 * (r - 1) / (n - 1), r the rank of the value among the n cohort values (average rank for
   ties). For an untied value this is the p at which numpy.percentile returns exactly that value, so
@@ -24,8 +24,9 @@ import numpy as np
 import pandas as pd
 from scipy.stats import rankdata
 
-from workflow_scripts.common.atomic import atomic_path
+from workflow_scripts.common.tables import read_table, write_tsv
 from workflow_scripts.inputs.expression import read_trait_expression
+from workflow_scripts.slides.qc_table import passed_slides
 
 LABEL_COLUMNS = ["patient_id", "trait", "value", "percentile", "label", "set", "median_label"]
 SETS = ("train_pool", "ood_near", "ood_far")
@@ -155,23 +156,32 @@ def build_trait_labels(
     return table
 
 
-def write_table(table: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Write a TSV atomically with the formatting every labels output shares."""
-    with atomic_path(path) as temporary:
-        table.to_csv(temporary, sep="\t", index=False, lineterminator="\n")
-
-
-def read_labels(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a labels TSV (per trait or concatenated) with patient ids as text and the label as nullable int."""
-    table = pd.read_csv(
-        path, sep="\t", dtype={"patient_id": str, "trait": str, "set": str}, keep_default_na=False, na_values=[""]
-    )
+def write_labels(table: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write a labels table (per trait or concatenated) in the columns LABEL_COLUMNS."""
     missing = [column for column in LABEL_COLUMNS if column not in table.columns]
     if missing:
-        raise ValueError(f"{path}: labels table lacks column(s) {missing}")
-    table["label"] = table["label"].astype("Int64")
-    table["median_label"] = table["median_label"].astype(int)
-    return table[LABEL_COLUMNS]
+        raise ValueError(f"labels table for {path} lacks column(s) {missing}")
+    write_tsv(table[LABEL_COLUMNS], path)
+
+
+def read_labels(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> pd.DataFrame:
+    """Read one or more labels TSVs (long form) with ids as text, `label` as nullable int, `median_label` as int."""
+    paths = [paths] if isinstance(paths, (str, os.PathLike)) else list(paths)
+    if not paths:
+        raise ValueError("no label files given")
+    tables = []
+    for path in paths:
+        table = read_table(path, LABEL_COLUMNS, text=("set",))
+        try:
+            table["label"] = table["label"].astype("Int64")
+            table["median_label"] = table["median_label"].astype(int)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{path}: columns label and median_label must hold 0, 1 or nothing ({error})") from None
+        unknown = sorted(set(table["set"]) - set(SETS))
+        if unknown:
+            raise ValueError(f"{path}: column set has value(s) {unknown}; expected one of {list(SETS)}")
+        tables.append(table[LABEL_COLUMNS])
+    return pd.concat(tables, ignore_index=True)
 
 
 def _slides_per_patient(slides: pd.DataFrame) -> pd.Series:
@@ -200,16 +210,14 @@ def summarise_labels(labels: pd.DataFrame, slides: pd.DataFrame, traits: Sequenc
     return pd.DataFrame(rows)
 
 
-def trait_slide_sets(
-    labels: pd.DataFrame, splits: pd.DataFrame, slides: pd.DataFrame, trait: str, split: int
-) -> pd.DataFrame:
+def trait_slide_sets(labels: pd.DataFrame, splits: pd.DataFrame, qc: pd.DataFrame, trait: str, split: int) -> pd.DataFrame:
     """Slides of one trait and split with their role (train|val|test|ood_near|ood_far) and their patient's label.
 
     Train-pool patients take their role from column split_{split} of the splits table; out-of-distribution
     patients take their set as role whatever their split, since no model of the trait trains on them. Slides
-    inherit their patient's label, so all slides of a patient share one role. When `slides` has a `status`
-    column (qc/slides.tsv) only slides with status `pass` are kept. Patients absent from the splits table
-    (no passing slide) are left out.
+    inherit their patient's label, so all slides of a patient share one role. Only the slides of the QC table
+    `qc` that `slides.qc_table.passed_slides` keeps are used. Patients absent from the splits table (no passing
+    slide) are left out.
     """
     column = f"split_{split}"
     if column not in splits.columns:
@@ -217,11 +225,8 @@ def trait_slide_sets(
     trait_labels = labels[labels["trait"] == trait]
     if trait_labels.empty:
         raise ValueError(f"no labels for trait {trait!r} (traits present: {sorted(set(labels['trait']))})")
-    kept_slides = slides
-    if "status" in slides.columns:
-        kept_slides = slides[slides["status"] == "pass"]
     merged = (
-        kept_slides[["slide_id", "patient_id"]]
+        passed_slides(qc)[["slide_id", "patient_id"]]
         .astype({"slide_id": str, "patient_id": str})
         .merge(trait_labels[["patient_id", "label", "set", "median_label"]], on="patient_id", how="inner")
         .merge(splits[["patient_id", column]].astype({"patient_id": str}), on="patient_id", how="inner")
@@ -243,7 +248,7 @@ def make_trait_labels_file(
     table = build_trait_labels(
         matrix, read_slide_table(slides_path), trait, LabelSettings.from_config(label_config), log
     )
-    write_table(table, output)
+    write_labels(table, output)
     if log is not None:
         log.info("trait %s: wrote %d patients to %s", trait["name"], len(table), output)
     return table
@@ -257,14 +262,11 @@ def make_labels_summary_files(
     log: logging.Logger | None = None,
 ) -> pd.DataFrame:
     """Rule `labels_summary`: concatenate per-trait labels (labels.tsv) and write their counts (summary.tsv)."""
-    tables = [read_labels(path) for path in label_paths]
-    if not tables:
-        raise ValueError("labels summary: no per-trait label files given")
-    labels = pd.concat(tables, ignore_index=True)
+    labels = read_labels(label_paths)
     traits = list(dict.fromkeys(labels["trait"]))
     summary = summarise_labels(labels, read_slide_table(slides_path), traits)
-    write_table(labels, labels_output)
-    write_table(summary, summary_output)
+    write_labels(labels, labels_output)
+    write_tsv(summary, summary_output)
     if log is not None:
         for row in summary.itertuples(index=False):
             log.info(

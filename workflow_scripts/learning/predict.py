@@ -1,9 +1,7 @@
 """Score every tile of every slide with all split models of a trait, reading and decoding each slide's tiles once.
 
-Output per slide (`predictions/{trait}/{slide_id}.h5`): `coords` (N, 2 int64, identical to the tile store's),
-`scores` (N, n_splits float32; column j = probability from the model of split `splits[j]`), attributes `splits`,
-`slide_id`, `trait`. A slide without tiles gets a file with empty datasets. The whole per-trait folder is written
-under a temporary name and renamed when every slide is done.
+Output: one predictions/{trait}/{slide_id}.h5 per slide in the format `learning.predictions` owns; the whole
+per-trait folder is written under a temporary name and renamed when every slide is done.
 """
 
 from __future__ import annotations
@@ -12,12 +10,12 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-import h5py
 import keras
 import numpy as np
 
 from workflow_scripts.common.atomic import atomic_path
 from workflow_scripts.learning.model import load_model
+from workflow_scripts.learning.predictions import SlidePredictions, prediction_path, write_predictions
 from workflow_scripts.learning.tiledata import slide_batches
 from workflow_scripts.slides.tilestore import TileStore
 
@@ -103,16 +101,6 @@ def score_stores(
     yield from finished()
 
 
-def write_prediction(path: Path, slide_id: str, trait: str, splits: Sequence[int], coords: np.ndarray, scores: np.ndarray) -> None:
-    """Write one slide's prediction file (no timestamps, so identical scores give identical files)."""
-    with h5py.File(path, "w") as file:
-        file.create_dataset("coords", data=np.asarray(coords, np.int64).reshape(-1, 2), track_times=False)
-        file.create_dataset("scores", data=np.asarray(scores, np.float32).reshape(-1, len(splits)), track_times=False)
-        file.attrs["splits"] = np.asarray(list(splits), np.int64)
-        file.attrs["slide_id"] = slide_id
-        file.attrs["trait"] = trait
-
-
 def predict_trait(
     model_paths: Sequence[str | os.PathLike],
     splits: Sequence[int],
@@ -140,21 +128,7 @@ def predict_trait(
         folder.mkdir()
         for number, coords, scores in score_stores(models, store_paths, batch_size, workers):
             slide_id = slide_ids[number]
-            write_prediction(folder / f"{slide_id}.h5", slide_id, trait, splits, coords, scores)
-            written.append(Path(output_folder) / f"{slide_id}.h5")
+            write_predictions(prediction_path(folder, slide_id), SlidePredictions(slide_id, trait, coords, scores, tuple(splits)))
+            written.append(prediction_path(output_folder, slide_id))
             log(f"{trait}: slide {number + 1}/{len(slide_ids)} {slide_id}: {len(coords)} tiles scored by {len(models)} models")
     return written
-
-
-def read_prediction(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Coordinates, scores and attributes of one prediction file."""
-    with h5py.File(path, "r") as file:
-        for key in ("coords", "scores"):
-            if key not in file:
-                raise KeyError(f"{path}: prediction file lacks dataset {key!r}")
-        attrs = {
-            "splits": [int(value) for value in file.attrs["splits"]],
-            "slide_id": str(file.attrs["slide_id"]),
-            "trait": str(file.attrs["trait"]),
-        }
-        return file["coords"][...], file["scores"][...], attrs

@@ -20,9 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from workflow_scripts.common.atomic import atomic_path
+from workflow_scripts.common.tables import read_text_table, write_tsv
+from workflow_scripts.slides.qc_table import passed_slides, read_qc_table
 
 MIN_PATIENTS_FOR_AT_LEAST_ONE = 10
+ROLES = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -67,14 +69,8 @@ def held_out_count(fraction: float, n_patients: int) -> int:
 
 
 def passing_patients(qc: pd.DataFrame) -> list[str]:
-    """Sorted ids of patients with at least one slide whose QC status is `pass`."""
-    missing = [column for column in ("slide_id", "patient_id", "status") if column not in qc.columns]
-    if missing:
-        raise ValueError(f"QC slide table lacks column(s) {missing}")
-    unknown = sorted(set(qc["status"]) - {"pass", "fail"})
-    if unknown:
-        raise ValueError(f"QC slide table has status value(s) {unknown}; expected pass or fail")
-    return sorted(set(qc.loc[qc["status"] == "pass", "patient_id"].astype(str)))
+    """Sorted ids of patients with at least one slide that passed QC (`slides.qc_table.passed_slides`)."""
+    return sorted(set(passed_slides(qc)["patient_id"].astype(str)))
 
 
 def draw_splits(patient_ids: Sequence[str], settings: SplitSettings, seed: int) -> pd.DataFrame:
@@ -103,21 +99,33 @@ def draw_splits(patient_ids: Sequence[str], settings: SplitSettings, seed: int) 
 
 
 def read_splits(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a splits TSV with patient ids as text and `test` as bool."""
-    table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
-    if "patient_id" not in table.columns or "test" not in table.columns:
-        raise ValueError(f"{path}: splits table needs columns patient_id and test, has {list(table.columns)}")
+    """Read splits.tsv strictly: ids as text, `test` True or False, each split_<k> train, val or test."""
+    table = read_text_table(path, ["patient_id", "test"])
     bad = sorted(set(table["test"]) - {"True", "False"})
     if bad:
         raise ValueError(f"{path}: column test has value(s) {bad}; expected True or False")
     table["test"] = table["test"] == "True"
+    for column in [name for name in table.columns if name.startswith("split_")]:
+        roles = set(table[column])
+        if not roles <= set(ROLES):
+            raise ValueError(f"{path}: column {column} has value(s) {sorted(roles - set(ROLES))}; expected {list(ROLES)}")
+        if (table.loc[table["test"], column] != "test").any() or (table.loc[~table["test"], column] == "test").any():
+            raise ValueError(f"{path}: column {column} disagrees with column test about the held-out patients")
+    if table["patient_id"].duplicated().any():
+        raise ValueError(f"{path}: patient ids repeat: {sorted(set(table['patient_id'][table['patient_id'].duplicated()]))}")
     return table
 
 
+def held_out_patients(splits: pd.DataFrame) -> set[str]:
+    """The held-out test patients of a splits table read by `read_splits`."""
+    if splits["test"].dtype != bool:
+        raise TypeError("splits table: column test must be bool; read the file with read_splits")
+    return set(splits.loc[splits["test"], "patient_id"].astype(str))
+
+
 def write_splits(table: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Write the splits TSV atomically."""
-    with atomic_path(path) as temporary:
-        table.to_csv(temporary, sep="\t", index=False, lineterminator="\n")
+    """Write splits.tsv in the one TSV form."""
+    write_tsv(table, path)
 
 
 def make_splits_file(
@@ -128,11 +136,8 @@ def make_splits_file(
     log: logging.Logger | None = None,
 ) -> pd.DataFrame:
     """Rule `splits`: draw the splits over patients with a passing slide in qc/slides.tsv and write splits.tsv."""
-    qc = pd.read_csv(qc_path, sep="\t", dtype=str, keep_default_na=False)
-    try:
-        patients = passing_patients(qc)
-    except ValueError as error:
-        raise ValueError(f"{qc_path}: {error}") from None
+    qc = read_qc_table(qc_path)
+    patients = passing_patients(qc)
     table = draw_splits(patients, SplitSettings.from_config(split_config), int(seed))
     write_splits(table, output)
     if log is not None:

@@ -1,8 +1,8 @@
 """Train one trait's classifier for one train/validation split with the paper's schedule, resumably.
 
 Schedule (Levy-Jurgenson et al. 2020): Adam (lr 0.001) on binary cross-entropy; every 1/evals_per_epoch of an epoch
-the validation slides are scored (a tile is positive when its probability > 0.5; a slide's score is its fraction of
-positive tiles) and the slide-level ROC AUC computed. The learning rate is multiplied by lr_factor after lr_patience
+the validation slides are scored with `learning.slide_score` (a tile is positive when its probability is above
+ensemble.threshold, 0.5 in the paper; a slide's score is its fraction of positive tiles) and the slide-level ROC AUC computed. The learning rate is multiplied by lr_factor after lr_patience
 evaluations without improvement (like ReduceLROnPlateau); training stops after stop_patience evaluations without
 improvement or at max_evals. The weights with the best validation slide AUC are kept; an equal AUC with a lower
 validation tile loss also counts as an improvement (small validation sets saturate the AUC early).
@@ -41,11 +41,13 @@ import h5py
 import keras
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
 
 from workflow_scripts.common.atomic import atomic_path
 from workflow_scripts.learning.labels import read_labels, trait_slide_sets
 from workflow_scripts.learning.model import build_model, save_model
+from workflow_scripts.learning.slide_score import grouped_slide_scores, slide_auc
+from workflow_scripts.learning.splits import read_splits
+from workflow_scripts.slides.qc_table import passed_slides, read_qc_table
 from workflow_scripts.learning.tiledata import TileIndex, build_tile_index, ordered_batches, training_batches
 
 HISTORY_COLUMNS = ["eval_step", "epoch_fraction", "train_loss", "val_slide_auc", "lr", "val_loss"]
@@ -71,6 +73,7 @@ class TrainingSettings:
     workers: int = 4  # decoding threads
     max_val_tiles_per_slide: int | None = None  # None scores every validation tile at each evaluation
     predict_batch_size: int = 64  # per accelerator, for validation scoring and prediction
+    threshold: float = 0.5  # tile call threshold of the slide score (config ensemble.threshold, shared with evaluation)
 
     @classmethod
     def from_config(cls, config: Mapping[str, object]) -> TrainingSettings:
@@ -163,23 +166,6 @@ def update_schedule(
     return state, improved
 
 
-def slide_scores(tile_probabilities: np.ndarray, tiles_per_slide: np.ndarray) -> np.ndarray:
-    """Each slide's fraction of tiles predicted positive (probability > 0.5); tiles are grouped by slide in order."""
-    positive = (np.asarray(tile_probabilities).reshape(-1) > 0.5).astype(np.float64)
-    boundaries = np.concatenate([[0], np.cumsum(tiles_per_slide)])
-    if boundaries[-1] != len(positive):
-        raise ValueError(f"{len(positive)} tile probabilities for {boundaries[-1]} tiles")
-    return np.array([positive[a:b].mean() if b > a else np.nan for a, b in zip(boundaries[:-1], boundaries[1:])])
-
-
-def slide_auc(slide_labels: np.ndarray, scores: np.ndarray) -> float:
-    """ROC AUC of slide scores, NaN when the labels hold a single class (undefined)."""
-    labels = np.asarray(slide_labels)
-    if len(np.unique(labels)) < 2:
-        return math.nan
-    return float(roc_auc_score(labels, scores))
-
-
 def tile_loss(tile_probabilities: np.ndarray, tile_labels: np.ndarray) -> float:
     """Mean binary cross-entropy of tile probabilities against the labels of their slides."""
     p = np.clip(np.asarray(tile_probabilities, np.float64).reshape(-1), 1e-7, 1 - 1e-7)
@@ -191,10 +177,8 @@ def select_slides(
     labels: pd.DataFrame, splits: pd.DataFrame, qc: pd.DataFrame, trait: str, split: int, stores: Mapping[str, Path]
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Training and validation slides (slide_id, patient_id, label, store) of a trait and split: labelled 0/1, QC pass, tiles > 0."""
-    if "n_tiles" not in qc.columns:
-        raise ValueError(f"QC table lacks column 'n_tiles' (columns: {list(qc.columns)})")
     sets = trait_slide_sets(labels, splits, qc, trait, split)
-    n_tiles = qc.astype({"slide_id": str}).set_index("slide_id")["n_tiles"]
+    n_tiles = passed_slides(qc).set_index("slide_id")["n_tiles"]
     sets = sets[sets["label"].notna() & (sets["slide_id"].map(n_tiles).fillna(0) > 0)].copy()
     missing = sorted(set(sets.loc[sets["role"].isin(["train", "val"]), "slide_id"]) - set(stores))
     if missing:
@@ -403,7 +387,7 @@ class EvaluationCallback(keras.callbacks.Callback):
             probabilities = predict_probabilities(
                 self.model, self.val_index, self.settings, self.global_batch // self.settings.batch_size
             )
-            scores = slide_scores(probabilities, self.val_index.tiles_per_store())
+            scores = grouped_slide_scores(probabilities, self.val_index.tiles_per_store(), self.settings.threshold)
             auc = slide_auc(self.val_index.slide_labels[self.scored_slides], scores[self.scored_slides])
             val_loss = tile_loss(probabilities, self.val_index.labels) if len(probabilities) else math.nan
             score = auc if not math.isnan(auc) else (-val_loss if not math.isnan(val_loss) else 0.0)
@@ -605,8 +589,8 @@ def train_from_tables(
 ) -> dict:
     """Select the trait/split's slides from the labels, splits and QC tables and train on their tile stores."""
     labels = read_labels(labels_path)
-    splits = pd.read_csv(splits_path, sep="\t", dtype={"patient_id": str})
-    qc = pd.read_csv(qc_path, sep="\t", dtype={"slide_id": str, "patient_id": str})
+    splits = read_splits(splits_path)
+    qc = read_qc_table(qc_path)
     stores = {Path(path).stem: Path(path) for path in store_paths}
     train_slides, val_slides = select_slides(labels, splits, qc, trait, split, stores)
     train_index = build_tile_index(list(train_slides["store"]), list(train_slides["label"]))

@@ -8,17 +8,17 @@ log = get_logger(__name__, snakemake.log[0])  # noqa: F821
 
 from workflow_scripts.common.atomic import atomic_path  # noqa: E402
 from workflow_scripts.analysis.cartography import read_store_layout, slide_cartography, write_cartography  # noqa: E402
-from workflow_scripts.analysis.ensemble import chosen_splits, read_predictions  # noqa: E402
-from workflow_scripts.analysis.evaluate import pass_slides, read_table  # noqa: E402
+from workflow_scripts.analysis.ensemble import chosen_splits, read_members  # noqa: E402
+from workflow_scripts.learning.predictions import prediction_path, read_predictions  # noqa: E402
+from workflow_scripts.slides.qc_table import read_passed_slides  # noqa: E402
 
 traits = list(snakemake.params.traits)  # noqa: F821
 threshold = float(snakemake.params.ensemble["threshold"])  # noqa: F821
 prediction_dirs = {Path(path).name: Path(path) for path in snakemake.input.predictions}  # noqa: F821
-members_table = read_table(snakemake.input.members, ["trait", "split", "rank", "chosen"])  # noqa: F821
-members_table["chosen"] = members_table["chosen"].astype(str).str.lower() == "true"
+members_table = read_members(snakemake.input.members)  # noqa: F821
 members = [chosen_splits(members_table, trait) for trait in traits]
 stores = {Path(path).stem: path for path in snakemake.input.stores}  # noqa: F821
-slides = pass_slides(read_table(snakemake.input.qc, ["slide_id", "patient_id", "status"]))  # noqa: F821
+slides = read_passed_slides(snakemake.input.qc)  # noqa: F821
 
 with atomic_path(snakemake.output.cartography) as directory:  # noqa: F821
     directory.mkdir()
@@ -28,10 +28,10 @@ with atomic_path(snakemake.output.cartography) as directory:  # noqa: F821
         layout = read_store_layout(stores[slide_id])
         predictions = []
         for trait in traits:
-            path = prediction_dirs[trait] / f"{slide_id}.h5"
+            path = prediction_path(prediction_dirs[trait], slide_id)
             if not path.exists():
                 raise FileNotFoundError(f"slide {slide_id}: no predictions of trait {trait} at {path}")
-            predictions.append(read_predictions(path))
+            predictions.append(read_predictions(path, trait))
         tensor = slide_cartography(layout, predictions, members, threshold)
         write_cartography(directory / f"{slide_id}.h5", tensor, traits, slide_id)
         log.info("%s: cartography %s, %d tiles", slide_id, tensor.shape, len(layout.coords))

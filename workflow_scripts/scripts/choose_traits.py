@@ -6,7 +6,7 @@ from workflow_scripts.common.logs import get_logger
 
 log = get_logger(__name__, snakemake.log[0])  # noqa: F821
 
-from workflow_scripts.analysis.evaluate import read_table, write_tsv  # noqa: E402
+from workflow_scripts.common.tables import read_table, write_tsv  # noqa: E402
 from workflow_scripts.analysis.survival import choose_traits  # noqa: E402
 
 table1 = read_table(snakemake.input.table1, ["trait", "test_auc_ensemble"])  # noqa: F821

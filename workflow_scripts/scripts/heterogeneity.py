@@ -11,7 +11,9 @@ log = get_logger(__name__, snakemake.log[0])  # noqa: F821
 
 from workflow_scripts.common.atomic import atomic_path  # noqa: E402
 from workflow_scripts.analysis.cartography import read_cartography, read_store_layout  # noqa: E402
-from workflow_scripts.analysis.evaluate import pass_slides, read_table, stable_seed, write_tsv  # noqa: E402
+from workflow_scripts.common.seeds import stable_seed  # noqa: E402
+from workflow_scripts.common.tables import read_table, write_tsv  # noqa: E402
+from workflow_scripts.slides.qc_table import read_passed_slides  # noqa: E402
 from workflow_scripts.analysis.heterogeneity import (  # noqa: E402
     combination_counts,
     combination_label,
@@ -25,7 +27,7 @@ traits = read_table(snakemake.input.traits, ["trait"])["trait"].astype(str).toli
 region = int(snakemake.params.hta_region)  # noqa: F821
 seed = int(snakemake.params.seed)  # noqa: F821
 permutations = int(snakemake.params.permutations)  # noqa: F821
-slides = pass_slides(read_table(snakemake.input.qc, ["slide_id", "patient_id", "status"]))  # noqa: F821
+slides = read_passed_slides(snakemake.input.qc)  # noqa: F821
 stores = {Path(path).stem: path for path in snakemake.input.stores}  # noqa: F821
 cartography_dir = Path(snakemake.input.cartography)  # noqa: F821
 names = [combination_label(index, traits) for index in range(1, 2 ** len(traits))]

@@ -2,8 +2,6 @@
 
 from pathlib import Path
 
-import pandas as pd
-
 from workflow_scripts.common.logs import get_logger
 
 log = get_logger(__name__, snakemake.log[0])  # noqa: F821
@@ -14,10 +12,10 @@ limit_cpu_threads(int(snakemake.threads))  # noqa: F821  (before the backend run
 
 from workflow_scripts.learning.predict import predict_trait  # noqa: E402
 from workflow_scripts.learning.train import TrainingSettings  # noqa: E402
+from workflow_scripts.slides.qc_table import read_passed_slides  # noqa: E402
 
 settings = TrainingSettings.from_config(dict(snakemake.params.training))  # noqa: F821
-qc = pd.read_csv(snakemake.input.qc, sep="\t", dtype={"slide_id": str})  # noqa: F821
-passed = set(qc.loc[qc["status"] == "pass", "slide_id"])
+passed = set(read_passed_slides(snakemake.input.qc)["slide_id"])  # noqa: F821
 stores = [Path(path) for path in snakemake.input.stores if Path(path).stem in passed]  # noqa: F821
 written = predict_trait(
     model_paths=list(snakemake.input.models),  # noqa: F821

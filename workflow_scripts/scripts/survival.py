@@ -7,7 +7,9 @@ from workflow_scripts.common.logs import get_logger
 log = get_logger(__name__, snakemake.log[0])  # noqa: F821
 
 from workflow_scripts.common.atomic import atomic_path  # noqa: E402
-from workflow_scripts.analysis.evaluate import read_labels, read_table, test_patients, write_tsv  # noqa: E402
+from workflow_scripts.common.tables import read_table, write_tsv  # noqa: E402
+from workflow_scripts.learning.labels import read_labels  # noqa: E402
+from workflow_scripts.learning.splits import read_splits, held_out_patients  # noqa: E402
 from workflow_scripts.analysis.survival import (  # noqa: E402
     category_groups,
     cox_models,
@@ -27,7 +29,7 @@ thresholds = list(snakemake.params.survival["thresholds"])  # noqa: F821
 hti_table = read_table(snakemake.input.hti, ["slide_id", "patient_id", "hti"])  # noqa: F821
 clinical = read_table(snakemake.input.clinical, ["patient_id", "os_months", "os_event"])  # noqa: F821
 labels = read_labels(snakemake.input.labels)  # noqa: F821
-held_out = test_patients(read_table(snakemake.input.splits, ["patient_id", "test"]))  # noqa: F821
+held_out = held_out_patients(read_splits(snakemake.input.splits))  # noqa: F821
 
 patients = survival_patients(labels, held_out, traits)
 cohort = survival_cohort(hti_table, clinical, patients)

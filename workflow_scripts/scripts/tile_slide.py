@@ -5,7 +5,8 @@ from workflow_scripts.common.logs import get_logger
 log = get_logger(__name__, snakemake.log[0])  # noqa: F821 (injected by Snakemake)
 
 from workflow_scripts.common.atomic import atomic_path  # noqa: E402
-from workflow_scripts.slides.tiling import TilingConfig, qc_image, tile_slide, write_qc_row  # noqa: E402
+from workflow_scripts.slides.qc_table import write_qc_row  # noqa: E402
+from workflow_scripts.slides.tiling import TilingConfig, qc_image, tile_slide  # noqa: E402
 
 qc = tile_slide(
     slide_path=snakemake.input.slide,  # noqa: F821
@@ -16,6 +17,6 @@ qc = tile_slide(
     threads=snakemake.threads,  # noqa: F821
     log=log,
 )
-write_qc_row(snakemake.output.qc, qc)  # noqa: F821
+write_qc_row(snakemake.output.qc, qc.row())  # noqa: F821
 with atomic_path(snakemake.output.thumbnail) as temporary:  # noqa: F821
     qc_image(qc).save(temporary, format="PNG")

@@ -14,7 +14,7 @@ limit_cpu_threads(int(snakemake.threads))  # noqa: F821  (before the backend run
 from workflow_scripts.learning.train import TrainingOutputs, TrainingSettings, train_from_tables  # noqa: E402
 
 log.info("job sees CUDA_VISIBLE_DEVICES=%s", os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"))
-settings = TrainingSettings.from_config(dict(snakemake.params.training))  # noqa: F821
+settings = TrainingSettings.from_config(dict(snakemake.params.training) | {"threshold": float(snakemake.params.threshold)})  # noqa: F821
 outputs = TrainingOutputs.beside(snakemake.output.model, snakemake.output.history, snakemake.output.metrics)  # noqa: F821
 metrics = train_from_tables(
     labels_path=snakemake.input.labels,  # noqa: F821

@@ -20,7 +20,6 @@ plus a box reduce and leaves a quarter (or less) of the pixels to paste. Any oth
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import os
@@ -30,7 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import openslide
@@ -40,25 +39,9 @@ from PIL import Image, ImageDraw
 
 from workflow_scripts.slides import reading as slides, tissue
 from workflow_scripts.common.atomic import atomic_path
+from workflow_scripts.slides.qc_table import QC_COLUMNS
 from workflow_scripts.slides.tilestore import TileStoreWriter, encode_tile, write_tile_store
 
-if TYPE_CHECKING:
-    import pandas as pd
-
-QC_COLUMNS = (
-    "slide_id",
-    "patient_id",
-    "status",
-    "reason",
-    "mpp",
-    "objective_power",
-    "width",
-    "height",
-    "tissue_fraction",
-    "pen_fraction",
-    "blur_fraction",
-    "n_tiles",
-)
 FAST_PATH_VENDORS = ("aperio", "generic-tiff")
 MASK_CELL_PX = 32  # mask pixels per grid cell side: 8 um/px for 512 px tiles at 0.5 um/px
 BLUR_MPP = 1.0  # resolution of the focus check
@@ -669,41 +652,3 @@ def qc_image(qc: SlideQC, max_px: int = 1024) -> Image.Image:
         text += f"\n{qc.reason}"
     draw.multiline_text((4, 4), text, fill=(0, 0, 0))
     return image
-
-
-def write_qc_row(path: str | os.PathLike, qc: SlideQC) -> Path:
-    """Write one slide's QC row as a one-row TSV (columns QC_COLUMNS)."""
-    with atomic_path(path) as temporary, open(temporary, "w", newline="") as handle:
-        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
-        writer.writerow(QC_COLUMNS)
-        writer.writerow(["" if value is None or (isinstance(value, float) and math.isnan(value)) else value for value in qc.row().values()])
-    return Path(path)
-
-
-def is_excluded(slide_id: str, exclude: Sequence[str]) -> bool:
-    """True when the config lists this slide by slide_id or by file name (slide_id plus one extension)."""
-    return any(entry == slide_id or entry.rsplit(".", 1)[0] == slide_id for entry in map(str, exclude))
-
-
-def summarise_qc(rows: Sequence[str | os.PathLike], exclude: Sequence[str], path: str | os.PathLike) -> pd.DataFrame:
-    """Concatenate per-slide QC rows sorted by slide_id, marking config-excluded slides as failed."""
-    import pandas as pd  # here, not at module level: every tiling job would pay ~0.5 CPU-s for it
-
-    frames = []
-    for row_path in rows:
-        frame = pd.read_csv(row_path, sep="\t", dtype={"slide_id": str, "patient_id": str, "reason": str}, keep_default_na=False, na_values={"mpp": [""], "objective_power": [""], "width": [""], "height": [""], "tissue_fraction": [""], "pen_fraction": [""], "blur_fraction": [""]})
-        missing = [column for column in QC_COLUMNS if column not in frame.columns]
-        if missing:
-            raise ValueError(f"QC row file {row_path} lacks columns {missing}")
-        frames.append(frame[list(QC_COLUMNS)])
-    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(QC_COLUMNS))
-    duplicated = table["slide_id"][table["slide_id"].duplicated()].tolist()
-    if duplicated:
-        raise ValueError(f"slide_id appears in more than one QC row: {duplicated}")
-    excluded = table["slide_id"].map(lambda slide_id: is_excluded(slide_id, exclude)).astype(bool)
-    table.loc[excluded, "status"] = "fail"
-    table.loc[excluded, "reason"] = "excluded by config"
-    table = table.sort_values("slide_id", kind="stable").reset_index(drop=True)
-    with atomic_path(path) as temporary:
-        table.to_csv(temporary, sep="\t", index=False)
-    return table
