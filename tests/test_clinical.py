@@ -14,6 +14,7 @@ from workflow_scripts.inputs.clinical import (
     make_clinical_file,
     parse_os_event,
     read_clinical,
+    read_clinical_table,
 )
 
 REAL_FILE = "tcga/brca_tcga_pan_can_atlas_2018.data_clinical_patient.txt"
@@ -70,8 +71,9 @@ def test_real_cbioportal_brca_file(shared_data, tmp_path, caplog):
     }
     assert (table["stage"] == "").sum() == 5
     assert (table["er_status"] == "").all()  # the PanCanAtlas patient table has no ER column
-    written = pd.read_csv(tmp_path / "clinical.tsv", sep="\t", dtype={"patient_id": str}, keep_default_na=False)
+    written = read_clinical_table(tmp_path / "clinical.tsv")
     assert list(written.columns) == CLINICAL_COLUMNS and len(written) == 1084
+    pd.testing.assert_frame_equal(written, table)
 
 
 def cdr_frame() -> pd.DataFrame:
@@ -138,3 +140,15 @@ def test_os_status_spellings_and_errors(tmp_path):
         read_clinical(negative, "cbioportal")
     with pytest.raises(ValueError, match="format 'json'"):
         read_clinical(negative, "json")
+
+
+def test_clinical_file_round_trips_and_names_a_missing_column(tmp_path):
+    source = tmp_path / "data_clinical_patient.txt"
+    source.write_text(CBIOPORTAL)
+    table = make_clinical_file(source, "cbioportal", tmp_path / "clinical.tsv")
+    lines = (tmp_path / "clinical.tsv").read_text().splitlines()
+    assert lines[1].split("\t") == ["TCGA-AA-0001", "40", "0", "NaN", "STAGE IIIA", "BRCA_Basal", "negative"]
+    pd.testing.assert_frame_equal(read_clinical_table(tmp_path / "clinical.tsv"), table)
+    (tmp_path / "bad.tsv").write_text("patient_id\tos_months\nP1\t3\n")
+    with pytest.raises(ValueError, match="bad.tsv: missing columns"):
+        read_clinical_table(tmp_path / "bad.tsv")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 from pathlib import Path
 
@@ -15,11 +14,24 @@ from lifelines import CoxPHFitter
 from lifelines.statistics import logrank_test
 from scipy.stats import spearmanr
 
-from workflow_scripts.inputs.barcodes import parse_barcode, parse_slide_filename
-from workflow_scripts.demo.cohort import DemoConfig, plan_cohort, write_demo_cohort
+from workflow_scripts.common.hashing import md5_file
+from workflow_scripts.demo.cohort import DemoOutputs, write_demo_cohort
+from workflow_scripts.demo.config import DemoConfig
 from workflow_scripts.demo.image import render_slide
 from workflow_scripts.demo.layout import BACKGROUND, SlideLayout, cell_truth, heterogeneity_index, trait_fractions
 from workflow_scripts.demo.omics import SurvivalModel, simulate_survival
+from workflow_scripts.demo.plan import plan_cohort
+from workflow_scripts.demo.truth import (
+    TruthError,
+    read_patient_truths,
+    read_slide_truths,
+    read_truth,
+    truth_path,
+    write_truth,
+)
+from workflow_scripts.inputs.barcodes import parse_barcode, parse_slide_filename
+from workflow_scripts.inputs.clinical import read_cbioportal_table
+from workflow_scripts.inputs.slidetable import read_slide_table
 
 TINY = {"n_patients": 6, "slide_size": [768, 576]}
 SIGNATURES = ["nuclear_density", "stroma_hue"]
@@ -35,7 +47,7 @@ def generate(root: Path, config: dict, seed: int = 42) -> dict[str, Path]:
         "clinical": root / "clinical" / "data_clinical_patient.txt",
         "truth_dir": root / "truth",
     }
-    write_demo_cohort(DemoConfig.from_mapping(config), seed, **outputs)
+    write_demo_cohort(DemoConfig.from_mapping(config), seed, DemoOutputs.of(**outputs))
     return outputs
 
 
@@ -46,7 +58,7 @@ def cohort(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def slide_table(cohort) -> pd.DataFrame:
-    return pd.read_csv(cohort["table"], sep="\t", dtype={"file_id": str}, keep_default_na=False)
+    return read_slide_table(cohort["table"])
 
 
 def test_every_slide_opens_as_aperio_40x_with_three_levels(cohort, slide_table):
@@ -68,8 +80,8 @@ def test_slide_table_names_md5_and_sizes_are_real(cohort, slide_table):
     for row in slide_table.itertuples():
         path = Path(row.path)
         assert path.parent == cohort["slides_dir"] and path.name == row.file_name
-        assert hashlib.md5(path.read_bytes()).hexdigest() == row.md5
-        assert path.stat().st_size == row.size
+        assert md5_file(path) == row.md5
+        assert path.stat().st_size == int(row.size)
         name = parse_slide_filename(row.file_name)
         assert name.slide_id == row.slide_id and name.barcode.patient_id == row.patient_id
         assert name.barcode.tss == "ZZ" and name.barcode.sample_type == 1 and name.barcode.slide_type == "DX"
@@ -79,9 +91,8 @@ def test_slide_table_names_md5_and_sizes_are_real(cohort, slide_table):
 
 def test_tissue_is_pink_on_white_and_background_is_white(cohort, slide_table):
     row = slide_table.iloc[0]
-    with h5py.File(cohort["truth_dir"] / f"{row.slide_id}.h5") as truth:
-        grid, cell = truth["traits"][:], int(truth.attrs["cell_px"])
-        tissue_fraction = truth["tissue_fraction"][:]
+    truth = read_truth(truth_path(cohort["truth_dir"], row.slide_id))
+    grid, cell, tissue_fraction = truth.trait_grid, truth.cell_px, truth.tissue_fraction
     with openslide.OpenSlide(row.path) as slide:
         image = np.asarray(slide.read_region((0, 0), 0, slide.dimensions).convert("RGB"), dtype=float)
     tissue = np.argwhere((grid[..., 0] != BACKGROUND) & (tissue_fraction == 1.0))
@@ -125,7 +136,7 @@ def test_clinical_file_is_cbioportal_format(cohort, slide_table):
     lines = cohort["clinical"].read_text().splitlines()
     assert all(line.startswith("#") for line in lines[:4]) and not lines[4].startswith("#")
     assert len({len(line.split("\t")) for line in lines}) == 1
-    table = pd.read_csv(cohort["clinical"], sep="\t", comment="#", dtype=str, keep_default_na=False)
+    table = read_cbioportal_table(cohort["clinical"])
     for column in ["PATIENT_ID", "SUBTYPE", "AGE", "AJCC_PATHOLOGIC_TUMOR_STAGE", "OS_STATUS", "OS_MONTHS"]:
         assert column in table.columns
     assert sorted(table["PATIENT_ID"]) == sorted(set(slide_table["patient_id"]))
@@ -136,21 +147,43 @@ def test_clinical_file_is_cbioportal_format(cohort, slide_table):
 
 
 def test_truth_grids_match_tables_and_hti(cohort, slide_table):
-    slides = pd.read_csv(cohort["truth_dir"] / "slides.tsv", sep="\t")
-    patients = pd.read_csv(cohort["truth_dir"] / "patients.tsv", sep="\t")
+    slides = read_slide_truths(cohort["truth_dir"] / "slides.tsv")
+    patients = read_patient_truths(cohort["truth_dir"] / "patients.tsv")
     assert sorted(slides["slide_id"]) == sorted(slide_table["slide_id"])
     assert sorted(patients["patient_id"]) == sorted(set(slide_table["patient_id"]))
     for _, row in slides.iterrows():
-        with h5py.File(cohort["truth_dir"] / f"{row.slide_id}.h5") as truth:
-            grid = truth["traits"][:]
-            assert grid.shape == (576 // 192, 768 // 192, 2)
-            assert tuple(truth.attrs["grid_shape"]) == (4, 3) and int(truth.attrs["cell_px"]) == 192
-            assert list(truth.attrs["traits"]) == ["MKI67", "miR-17-5p"]
+        truth = read_truth(truth_path(cohort["truth_dir"], row.slide_id))
+        grid = truth.trait_grid
+        assert grid.shape == (576 // 192, 768 // 192, 2)
+        assert truth.grid_shape == (4, 3) and truth.cell_px == 192 and truth.level0_size == (768, 576)
+        assert truth.traits == ("MKI67", "miR-17-5p") and truth.slide_id == row.slide_id
+        assert truth.true_hti == pytest.approx(row.true_hti, abs=1e-9)
+        assert truth.summary()["n_tissue_tiles"] == row.n_tissue_tiles
         assert set(np.unique(grid)) <= {0, 1, BACKGROUND}
         assert row.true_hti == pytest.approx(heterogeneity_index(grid), abs=1e-6)
         assert [row["fraction_MKI67"], row["fraction_miR-17-5p"]] == pytest.approx(
             list(trait_fractions(grid)), abs=1e-6
         )
+
+
+def test_truth_reader_refuses_broken_files_naming_them(cohort, slide_table, tmp_path):
+    truth = read_truth(truth_path(cohort["truth_dir"], slide_table.iloc[0]["slide_id"]))
+    copy = tmp_path / "copy.h5"
+    write_truth(copy, truth)
+    again = read_truth(copy)
+    assert np.array_equal(again.trait_grid, truth.trait_grid) and again.summary() == truth.summary()
+    with h5py.File(copy, "a") as h5:
+        del h5["tissue_fraction"]
+        h5["tissue_fraction"] = np.zeros((1, 1), np.float32)
+    with pytest.raises(TruthError, match=f"truth file {copy}: tissue_fraction is \\(1, 1\\)"):
+        read_truth(copy)
+    with h5py.File(copy, "a") as h5:
+        del h5.attrs["cell_px"]
+    with pytest.raises(TruthError, match=f"truth file {copy} lacks \\['cell_px'\\]"):
+        read_truth(copy)
+    (tmp_path / "text.h5").write_text("not hdf5")
+    with pytest.raises(TruthError, match="text.h5 cannot be read as HDF5"):
+        read_truth(tmp_path / "text.h5")
 
 
 def test_same_seed_gives_identical_bytes_and_another_seed_differs(cohort, tmp_path):
@@ -162,8 +195,8 @@ def test_same_seed_gives_identical_bytes_and_another_seed_differs(cohort, tmp_pa
         assert names == sorted(p.name for p in again[directory].iterdir())
         for name in names:
             assert (again[directory] / name).read_bytes() == (cohort[directory] / name).read_bytes(), name
-    first = pd.read_csv(cohort["table"], sep="\t").drop(columns="path")
-    second = pd.read_csv(again["table"], sep="\t").drop(columns="path")
+    first = read_slide_table(cohort["table"]).drop(columns="path")
+    second = read_slide_table(again["table"]).drop(columns="path")
     pd.testing.assert_frame_equal(first, second)
     other = plan_cohort(DemoConfig.from_mapping(TINY), seed=43)
     assert [s.slide_id for s in other.slides] != first["slide_id"].tolist()

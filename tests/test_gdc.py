@@ -17,23 +17,17 @@ import pytest
 import requests
 
 from gdc_server import GdcServer, ServedFile
-from workflow_scripts.inputs.gdc import (
-    GdcError,
-    GdcFile,
+from workflow_scripts.common.hashing import md5_file
+from workflow_scripts.inputs.gdc_download import DownloadTarget, download_file, download_keyed, fetch_source
+from workflow_scripts.inputs.gdc_manifest import GdcError, GdcFile, read_manifest, validate_file_name, write_manifest
+from workflow_scripts.inputs.gdc_query import build_manifest, discover_slides, gdc_file_from_hit, slide_filters
+from workflow_scripts.inputs.gdc_session import (
+    DEFAULT_API,
+    GdcClient,
     RetryPolicy,
-    build_manifest,
-    discover_slides,
-    download_file,
-    download_keyed,
-    fetch_source,
-    file_md5,
-    gdc_file_from_hit,
+    configured_client,
     open_session,
-    read_manifest,
     read_token,
-    slide_filters,
-    validate_file_name,
-    write_manifest,
 )
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "workflow_scripts" / "scripts"
@@ -63,9 +57,24 @@ def log():
     return logging.getLogger("test_gdc")
 
 
+def client_for(url: str, log: logging.Logger, **kwargs) -> GdcClient:
+    """A client of the fixture server with fast retries."""
+    return GdcClient(api=url, policy=FAST, log=log, **kwargs)
+
+
 def test_retry_delays_double_up_to_the_cap():
     policy = RetryPolicy(retries=6, backoff_s=1.5, max_backoff_s=10)
     assert [policy.delay(k) for k in range(1, 6)] == [1.5, 3.0, 6.0, 10, 10]
+
+
+def test_configured_client_and_target_from_config_text(log):
+    default = configured_client(None, None, None, log)
+    assert (default.api, default.policy.retries, default.log) == (DEFAULT_API, RetryPolicy.retries, log)
+    assert "X-Auth-Token" not in default.session.headers
+    assert configured_client("http://x/", "", 0, log).policy.retries == 0  # retries: 0 means no retry
+    assert configured_client("http://x/", "", "2", log).url("/data/abc") == "http://x/data/abc"
+    assert DownloadTarget.from_text("id", "d/a.svs", "", "") == DownloadTarget("id", Path("d/a.svs"), None, None)
+    assert DownloadTarget.from_text("id", "d/a.svs", "ab" * 16, "12").size == 12
 
 
 def test_slide_filters_use_gdc_field_names():
@@ -87,7 +96,7 @@ def test_paged_query_is_assembled_fully(gdc, tmp_path, log):
     gdc.add(ServedFile("tissue-slide", slide_name(51), b"x", experimental_strategy="Tissue Slide"))
     gdc.add(ServedFile("maf", "a.maf.gz", b"x", data_type="Masked Somatic Mutation", data_format="MAF"))
 
-    files = discover_slides(gdc.url, "TCGA-BRCA", page_size=5, policy=FAST, log=log)
+    files = discover_slides(client_for(gdc.url, log), "TCGA-BRCA", page_size=5)
 
     assert [f.file_name for f in files] == [slide_name(n) for n in range(23)]
     assert files[7] == GdcFile("id-07", slide_name(7), hashlib.md5(payload(10, 7)).hexdigest(), 10, "released",
@@ -120,7 +129,7 @@ def test_user_manifest_replaces_query_and_exclusions_apply(gdc, shared_data, cap
     first_two = [f.file_name for f in read_manifest(manifest)[:2]]
     exclude = [first_two[0], first_two[1].rsplit(".", 1)[0], "not-a-slide.svs"]
     with caplog.at_level(logging.WARNING, logger="test_gdc"):
-        files = build_manifest(gdc.url, "TCGA-LUAD", manifest=manifest, exclude=exclude, policy=FAST, log=log)
+        files = build_manifest(client_for(gdc.url, log), "TCGA-LUAD", manifest=manifest, exclude=exclude)
     assert len(files) == 467
     assert not set(first_two) & {f.file_name for f in files}
     assert gdc.requests == []
@@ -132,7 +141,7 @@ def test_hostile_file_name_is_refused_naming_the_file_id(gdc, hostile, log):
     gdc.add(ServedFile("good", slide_name(1), b"abc"))
     gdc.add(ServedFile("evil-id", hostile, b"root:x:0:0"))
     with pytest.raises(GdcError, match="GDC file evil-id: refusing file name"):
-        discover_slides(gdc.url, "TCGA-BRCA", page_size=10, policy=FAST, log=log)
+        discover_slides(client_for(gdc.url, log), "TCGA-BRCA", page_size=10)
 
 
 def test_hostile_name_in_user_manifest_is_refused(tmp_path):
@@ -148,7 +157,7 @@ def test_download_resumes_after_cut_and_503(gdc, tmp_path, log):
     served = gdc.add(ServedFile("f1", slide_name(1), content, fail_first=1, cut_after=100_000))
     destination = tmp_path / "slides" / slide_name(1)
 
-    download_file(gdc.url, "f1", destination, md5=served.md5, size=len(content), policy=FAST, log=log,
+    download_file(client_for(gdc.url, log), DownloadTarget("f1", destination, md5=served.md5, size=len(content)),
                   chunk_bytes=4096)
 
     assert destination.read_bytes() == content
@@ -164,8 +173,8 @@ def test_download_restarts_when_server_ignores_range(gdc, tmp_path, log):
     content = payload(50_000, 2)
     served = gdc.add(ServedFile("f2", slide_name(2), content, cut_after=20_000, ignore_range=True))
     destination = tmp_path / slide_name(2)
-    download_file(gdc.url, "f2", destination, md5=served.md5, policy=FAST, log=log, chunk_bytes=1024)
-    assert file_md5(destination) == served.md5
+    download_file(client_for(gdc.url, log), DownloadTarget("f2", destination, md5=served.md5), chunk_bytes=1024)
+    assert md5_file(destination) == served.md5
     assert "Range" in gdc.data_requests("f2")[1].headers
 
 
@@ -175,7 +184,7 @@ def test_wrong_md5_fails_and_leaves_nothing(gdc, tmp_path, log):
     gdc.add(ServedFile("f3", slide_name(3), content, md5=claimed))
     destination = tmp_path / slide_name(3)
     with pytest.raises(GdcError) as error:
-        download_file(gdc.url, "f3", destination, md5=claimed, policy=FAST, log=log)
+        download_file(client_for(gdc.url, log), DownloadTarget("f3", destination, md5=claimed))
     message = str(error.value)
     assert slide_name(3) in message and claimed in message and hashlib.md5(content).hexdigest() in message
     assert len(gdc.data_requests("f3")) == FAST.retries + 1
@@ -185,7 +194,7 @@ def test_wrong_md5_fails_and_leaves_nothing(gdc, tmp_path, log):
 def test_persistent_503_gives_up_after_bounded_retries(gdc, tmp_path, log):
     gdc.add(ServedFile("f4", slide_name(4), b"abc", fail_first=100))
     with pytest.raises(GdcError, match="giving up after 3 retries"):
-        download_file(gdc.url, "f4", tmp_path / slide_name(4), policy=FAST, log=log)
+        download_file(client_for(gdc.url, log), DownloadTarget("f4", tmp_path / slide_name(4)))
     assert len(gdc.data_requests("f4")) == 4
     assert list(tmp_path.iterdir()) == []
 
@@ -201,10 +210,11 @@ def test_token_sent_in_header_and_never_logged(tmp_path):
     content = payload(5000, 5)
     with GdcServer([ServedFile("f5", slide_name(5), content, fail_first=1)], token=token) as server:
         with pytest.raises(GdcError, match="token_file"):
-            download_file(server.url, "f5", tmp_path / "a" / slide_name(5), policy=FAST, log=job_log)
+            download_file(client_for(server.url, job_log), DownloadTarget("f5", tmp_path / "a" / slide_name(5)))
         session = open_session(read_token(token_file))
-        download_file(server.url, "f5", tmp_path / slide_name(5), md5=hashlib.md5(content).hexdigest(),
-                      session=session, policy=FAST, log=job_log, progress_interval_s=0)
+        download_file(client_for(server.url, job_log, session=session),
+                      DownloadTarget("f5", tmp_path / slide_name(5), md5=hashlib.md5(content).hexdigest()),
+                      progress_interval_s=0)
         assert server.data_requests("f5")[-1].headers["X-Auth-Token"] == token
     assert (tmp_path / slide_name(5)).read_bytes() == content
     text = log_file.read_text()
@@ -226,10 +236,10 @@ def test_present_file_with_right_md5_is_not_downloaded(gdc, tmp_path, log):
     served = gdc.add(ServedFile("f6", slide_name(6), content))
     destination = tmp_path / slide_name(6)
     destination.write_bytes(content)
-    download_file(gdc.url, "f6", destination, md5=served.md5, policy=FAST, log=log)
+    download_file(client_for(gdc.url, log), DownloadTarget("f6", destination, md5=served.md5))
     assert gdc.data_requests("f6") == []
     destination.write_bytes(b"truncated")
-    download_file(gdc.url, "f6", destination, md5=served.md5, policy=FAST, log=log)
+    download_file(client_for(gdc.url, log), DownloadTarget("f6", destination, md5=served.md5))
     assert destination.read_bytes() == content
     assert len(gdc.data_requests("f6")) == 1
 
@@ -239,22 +249,23 @@ def test_stale_file_id_is_resolved_by_name_and_md5(gdc, tmp_path, log):
     served = gdc.add(ServedFile("new-id", slide_name(7), content))
     gdc.add(ServedFile("same-name-other-md5", slide_name(7), b"other"))
     destination = tmp_path / slide_name(7)
-    download_keyed(gdc.url, "retired-id", destination, md5=served.md5, policy=FAST, log=log)
+    download_keyed(client_for(gdc.url, log), DownloadTarget("retired-id", destination, md5=served.md5))
     assert destination.read_bytes() == content
     assert len(gdc.data_requests("new-id")) == 1
 
 
 def test_fetch_source_gdc_id_without_md5_and_local_symlink(gdc, tmp_path, log):
     matrix = b"gene_id\tTCGA-A1-A0SB-01A-11R-A144-07\nMKI67|4288\t12.5\n"
-    gdc.add(ServedFile("3586c0da-64d0-4b74-a449-5ff4d9136611", "EBPlusPlusAdjustPANCAN_IlluminaHiSeq_RNASeqV2.geneExp.tsv",
-                       matrix, data_type="Gene Expression Quantification", data_format="TSV"))
-    fetched = fetch_source({"gdc_file_id": "3586c0da-64d0-4b74-a449-5ff4d9136611"}, tmp_path / "mrna.tsv",
-                           gdc.url, policy=FAST, log=log)
+    name = "EBPlusPlusAdjustPANCAN_IlluminaHiSeq_RNASeqV2.geneExp.tsv"
+    gdc.add(ServedFile("3586c0da-64d0-4b74-a449-5ff4d9136611", name, matrix,
+                       data_type="Gene Expression Quantification", data_format="TSV"))
+    client = client_for(gdc.url, log)
+    fetched = fetch_source(client, {"gdc_file_id": "3586c0da-64d0-4b74-a449-5ff4d9136611"}, tmp_path / "mrna.tsv")
     assert fetched.read_bytes() == matrix
-    linked = fetch_source(str(fetched), tmp_path / "link" / "mrna.tsv", log=log)
+    linked = fetch_source(client, str(fetched), tmp_path / "link" / "mrna.tsv")
     assert linked.is_symlink() and os.readlink(linked) == str(fetched.resolve())
     with pytest.raises(GdcError, match="missing.tsv"):
-        fetch_source(str(tmp_path / "missing.tsv"), tmp_path / "x.tsv", log=log)
+        fetch_source(client, str(tmp_path / "missing.tsv"), tmp_path / "x.tsv")
 
 
 def _run_script(name: str, **namespace) -> None:
@@ -294,7 +305,7 @@ def test_standalone_server_serves_a_folder(tmp_path):
     try:
         line = process.stdout.readline()
         url = line.split(" at ")[1].split()[0]
-        [found] = discover_slides(url, "TCGA-BRCA", policy=FAST)
+        [found] = discover_slides(GdcClient(api=url, policy=FAST), "TCGA-BRCA")
         assert found.file_name == slide_name(10)
         assert requests.get(f"{url}/data/{found.file_id}", timeout=5).content == b"slide bytes"
     finally:

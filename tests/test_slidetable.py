@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from workflow_scripts.inputs.gdc import GdcFile, write_manifest
+from workflow_scripts.inputs.gdc_manifest import GdcFile, write_manifest
 from workflow_scripts.inputs.slidetable import (
     TABLE_COLUMNS,
     SlideRecord,
@@ -27,6 +27,11 @@ from workflow_scripts.inputs.slidetable import (
 SCRIPT = Path(__file__).resolve().parents[1] / "workflow_scripts" / "scripts" / "slide_table.py"
 NAME_A = "TCGA-AR-A5QM-01Z-00-DX1.A9017CED-FF57-4090-95B9-94DC91854347.svs"
 NAME_B = "TCGA-BH-A0W4-01Z-00-DX1.23E017DC-15CB-4838-AC91-CFB11B932AB0.svs"
+
+
+def read_records(path: Path) -> list[SlideRecord]:
+    """The rows of a written slides.tsv as records."""
+    return [SlideRecord(**row) for row in read_slide_table(path).to_dict("records")]
 
 
 def touch(path: Path, content: bytes = b"slide") -> Path:
@@ -72,7 +77,7 @@ def test_real_manifest_gives_sorted_table_with_exclusions(shared_data, tmp_path)
     first = out.read_bytes()
     write_slide_table(list(reversed(records)), out)
     assert out.read_bytes() == first
-    assert read_slide_table(out) == records
+    assert read_records(out) == records
     assert out.read_text().splitlines()[0].split("\t") == list(TABLE_COLUMNS)
 
 
@@ -188,7 +193,7 @@ def test_slide_table_script_for_gdc_and_local(tmp_path):
         log=[str(log_path)], input=SimpleNamespace(manifest=str(manifest)), output=SimpleNamespace(table=str(out)),
         params=SimpleNamespace(slides={"source": "gdc", "exclude": []}, cohort="tcga"),
     )})
-    [record] = read_slide_table(out)
+    [record] = read_records(out)
     assert record == SlideRecord(NAME_A[:-4], "TCGA-AR-A5QM", f"resources/tcga/slides/{NAME_A}", NAME_A,
                                  "361e57cec75dcf6c042d4ea207b3d1cc", "10", "id-a")
     touch(tmp_path / "wsi" / NAME_B)
@@ -196,5 +201,22 @@ def test_slide_table_script_for_gdc_and_local(tmp_path):
         log=[str(log_path)], input=SimpleNamespace(), output=SimpleNamespace(table=str(out)),
         params=SimpleNamespace(slides={"source": "local", "local": {"folder": str(tmp_path / "wsi")}}, cohort="x"),
     )})
-    assert [r.file_name for r in read_slide_table(out)] == [NAME_B]
+    assert read_slide_table(out)["file_name"].tolist() == [NAME_B]
     assert "wrote 1 slides" in log_path.read_text()
+
+
+def test_reading_checks_columns_cells_and_unique_ids_naming_the_file(tmp_path):
+    header = "\t".join(TABLE_COLUMNS)
+    table = tmp_path / "slides.tsv"
+    table.write_text(f"{header}\n007\tP1\ta/007.svs\t007.svs\t\t\t\n")
+    frame = read_slide_table(table)
+    assert frame.loc[0, "slide_id"] == "007" and frame.loc[0, "size"] == "" and frame.loc[0, "md5"] == ""
+    table.write_text("slide_id\tpatient_id\tpath\n007\tP1\ta.svs\n")
+    with pytest.raises(SlideTableError, match=f"{table}: missing columns.*file_name"):
+        read_slide_table(table)
+    table.write_text(f"{header}\ns1\tP1\ts1.svs\ts1.svs\t\t\t\ns2\t\ts2.svs\ts2.svs\t\t\t\n")
+    with pytest.raises(SlideTableError, match=f"{table} line 3: empty patient_id"):
+        read_slide_table(table)
+    table.write_text(f"{header}\ns1\tP1\ts1.svs\ts1.svs\t\t\t\ns1\tP2\ts1.svs\ts1.svs\t\t\t\n")
+    with pytest.raises(SlideTableError, match=f"{table}: duplicate slide_id.*s1"):
+        read_slide_table(table)

@@ -149,6 +149,7 @@ def cell_truth(layout: SlideLayout, cell_px: int, min_tissue_fraction: float) ->
         raise ValueError(f"slide {layout.level0_size} is smaller than one {cell_px}-px cell")
 
     def per_cell(values: np.ndarray) -> np.ndarray:
+        """Sum field pixels over each whole cell."""
         cropped = values[: n_rows * step, : n_cols * step]
         return cropped.reshape(n_rows, step, n_cols, step, *values.shape[2:]).sum(axis=(1, 3))
 

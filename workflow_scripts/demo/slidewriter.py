@@ -1,4 +1,4 @@
-"""Write real Aperio-style pyramidal SVS files (tiled JPEG TIFF) so tests and the demo cohort use slides OpenSlide opens.
+"""Write real Aperio-style pyramidal SVS files (tiled JPEG TIFF), so tests and the demo use slides OpenSlide opens.
 
 The level-0 image is pulled band by band from a region callable, so a 40,000 x 30,000 px slide is written
 without ever holding it in memory. Reduced levels are block averages of each level-0 band, accumulated in
@@ -25,23 +25,16 @@ APERIO_HEADER = "Aperio Image Library v12.0.15"
 
 
 def aperio_description(
-    width: int,
-    height: int,
-    tile_px: int,
-    jpeg_quality: int,
-    mpp: float | None,
-    app_mag: float | None,
-    extra: str = "",
+    width: int, height: int, tile_px: int, jpeg_quality: int, mpp: float | None, app_mag: float | None
 ) -> str:
     """Build the ImageDescription OpenSlide uses to recognise an Aperio slide and read MPP/AppMag from it."""
-    fields = [f"{APERIO_HEADER} \r\n{width}x{height} [0,0 {width}x{height}] ({tile_px}x{tile_px}) JPEG/RGB Q={jpeg_quality}"]
+    geometry = f"{width}x{height} [0,0 {width}x{height}] ({tile_px}x{tile_px}) JPEG/RGB Q={jpeg_quality}"
+    fields = [f"{APERIO_HEADER} \r\n{geometry}"]
     if app_mag is not None:
         fields.append(f"AppMag = {app_mag:g}")
     if mpp is not None:
         fields.append(f"MPP = {mpp:.4f}")
     fields.append("ScanScope ID = SYNTHETIC")
-    if extra:
-        fields.append(extra.strip("|"))
     return "|".join(fields)
 
 
@@ -77,6 +70,39 @@ def _tiles_of(image: np.ndarray, tile_px: int) -> Iterator[np.ndarray]:
             yield np.ascontiguousarray(tile)
 
 
+def _reduced_levels(scratch: Path, factors: Sequence[int], width: int, height: int) -> dict[int, np.ndarray]:
+    """Disk-backed arrays for the reduced pyramid levels, filled band by band while level 0 is written."""
+    return {
+        factor: np.lib.format.open_memmap(
+            scratch / f"level_{factor}.npy",
+            mode="w+",
+            dtype=np.uint8,
+            shape=(max(1, height // factor), max(1, width // factor), 3),
+        )
+        for factor in factors
+    }
+
+
+def _level0_tiles(
+    reader: RegionReader, size: tuple[int, int], band_px: int, tile_px: int, reduced: dict[int, np.ndarray]
+) -> Iterator[np.ndarray]:
+    """Level-0 tiles in row-major order, read band by band; each band is also averaged into the reduced levels."""
+    width, height = size
+    for band_y in range(0, height, band_px):
+        band_h = min(band_px, height - band_y)
+        band = np.asarray(reader(0, band_y, width, band_h), dtype=np.uint8)[..., :3]
+        if band.shape[:2] != (band_h, width):
+            raise ValueError(f"read_region returned {band.shape} for a {width}x{band_h} band at y={band_y}")
+        for factor, level in reduced.items():
+            small = _block_mean(band, factor)
+            start = band_y // factor
+            rows = min(small.shape[0], level.shape[0] - start)
+            cols = min(small.shape[1], level.shape[1])
+            level[start : start + rows, :cols] = small[:rows, :cols]
+        for row_start in range(0, band_h, tile_px):
+            yield from _tiles_of(band[row_start : row_start + tile_px], tile_px)
+
+
 def write_aperio_slide(
     path: str | os.PathLike,
     size: tuple[int, int],
@@ -86,7 +112,6 @@ def write_aperio_slide(
     downsamples: Sequence[int] = (1, 4, 16),
     tile_px: int = 256,
     jpeg_quality: int = 90,
-    description_extra: str = "",
 ) -> Path:
     """Write a pyramidal Aperio SVS of `size` = (width, height) whose pixels come from read_region(x, y, w, h).
 
@@ -99,8 +124,7 @@ def write_aperio_slide(
     if tile_px % 16:
         raise ValueError(f"tile_px must be a multiple of 16 for a tiled TIFF, got {tile_px}")
     reader = _as_region_reader(read_region)
-    band_px = math.lcm(tile_px, *factors)
-    description = aperio_description(width, height, tile_px, jpeg_quality, mpp, app_mag, description_extra)
+    description = aperio_description(width, height, tile_px, jpeg_quality, mpp, app_mag)
     page_options = dict(
         tile=(tile_px, tile_px),
         photometric="rgb",
@@ -111,36 +135,14 @@ def write_aperio_slide(
     )
     final = Path(path)
     with atomic_path(final) as temporary, tempfile.TemporaryDirectory(dir=final.parent, prefix=".levels-") as scratch:
-        reduced = {
-            factor: np.lib.format.open_memmap(
-                Path(scratch) / f"level_{factor}.npy",
-                mode="w+",
-                dtype=np.uint8,
-                shape=(max(1, height // factor), max(1, width // factor), 3),
-            )
-            for factor in factors[1:]
-        }
-
-        def level0_tiles() -> Iterator[np.ndarray]:
-            for band_y in range(0, height, band_px):
-                band_h = min(band_px, height - band_y)
-                band = np.asarray(reader(0, band_y, width, band_h), dtype=np.uint8)[..., :3]
-                if band.shape[:2] != (band_h, width):
-                    raise ValueError(f"read_region returned {band.shape} for a {width}x{band_h} band at y={band_y}")
-                for factor, level in reduced.items():
-                    small = _block_mean(band, factor)
-                    start = band_y // factor
-                    rows = min(small.shape[0], level.shape[0] - start)
-                    cols = min(small.shape[1], level.shape[1])
-                    level[start : start + rows, :cols] = small[:rows, :cols]
-                for row_start in range(0, band_h, tile_px):
-                    yield from _tiles_of(band[row_start : row_start + tile_px], tile_px)
-
+        reduced = _reduced_levels(Path(scratch), factors[1:], width, height)
+        level0 = _level0_tiles(reader, (width, height), math.lcm(tile_px, *factors), tile_px, reduced)
         with tifffile.TiffWriter(temporary, bigtiff=width * height * 3 > 2**31) as tif:
-            tif.write(level0_tiles(), shape=(height, width, 3), description=description, **page_options)
-            for factor, level in reduced.items():
+            tif.write(level0, shape=(height, width, 3), description=description, **page_options)
+            for level in reduced.values():
                 level_h, level_w = level.shape[:2]
-                level_description = f"{APERIO_HEADER} \r\n{width}x{height} -> {level_w}x{level_h} - |{description.split('|', 1)[1]}"
+                shared = description.split("|", 1)[1]
+                level_description = f"{APERIO_HEADER} \r\n{width}x{height} -> {level_w}x{level_h} - |{shared}"
                 tif.write(_tiles_of(level, tile_px), shape=level.shape, description=level_description, **page_options)
     return final
 

@@ -1,6 +1,9 @@
 """Overall survival and clinical covariates per patient, from a cBioPortal patient table or the TCGA-CDR table.
 
-Output columns: patient_id, os_months, os_event (1 = died), age, stage, subtype, er_status.
+This module owns survival/clinical.tsv: `write_clinical` writes it (the one TSV form of common.tables, sorted
+by patient_id) and `read_clinical_table` reads it back with its columns checked. Columns: patient_id,
+os_months (float), os_event (1 = died, 0 = censored), age (float, NaN when unknown), stage, subtype, er_status
+(text, empty when unknown); only patients with both survival status and time are written. Sources:
 - cBioPortal (`data_clinical_patient.txt`): leading `#` rows, then a tab-separated header row with
   PATIENT_ID, OS_STATUS (`1:DECEASED`/`0:LIVING` or plain `DECEASED`/`LIVING`), OS_MONTHS, AGE,
   AJCC_PATHOLOGIC_TUMOR_STAGE, SUBTYPE and, in some studies, an ER status column.
@@ -16,11 +19,12 @@ import logging
 import math
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from workflow_scripts.common.atomic import atomic_path
+from workflow_scripts.common.tables import read_table, write_tsv
 
 CLINICAL_COLUMNS = ["patient_id", "os_months", "os_event", "age", "stage", "subtype", "er_status"]
 DAYS_PER_MONTH = 30.4375
@@ -52,6 +56,21 @@ ER_COLUMNS = (
     "ESTROGEN_RECEPTOR_STATUS",
 )
 FORMATS = ("cbioportal", "cdr")
+TEXT_COLUMNS = ("stage", "subtype", "er_status")
+
+
+@dataclass(frozen=True)
+class SourceColumns:
+    """A source table's columns for each output column, and how its survival time converts to months."""
+
+    patient_id: pd.Series
+    os_status: pd.Series
+    os_time: pd.Series
+    time_to_months: Callable[[float], float]
+    age: pd.Series | None = None
+    stage: pd.Series | None = None
+    subtype: pd.Series | None = None
+    er_status: pd.Series | None = None
 
 
 def _is_missing(text: str) -> bool:
@@ -134,19 +153,9 @@ def read_cdr_table(path: str | os.PathLike) -> pd.DataFrame:
     return table.drop(columns=unnamed).fillna("")
 
 
-def _standardise(
-    path: Path,
-    patient_ids: pd.Series,
-    status: pd.Series,
-    time: pd.Series,
-    time_to_months: Callable[[float], float],
-    age: pd.Series | None,
-    stage: pd.Series | None,
-    subtype: pd.Series | None,
-    er_status: pd.Series | None,
-) -> pd.DataFrame:
+def _standardise(path: Path, source: SourceColumns) -> pd.DataFrame:
     """Assemble the output columns from source columns, checking ids and survival values."""
-    ids = patient_ids.astype(str).str.strip()
+    ids = source.patient_id.astype(str).str.strip()
     empty = ids == ""
     if empty.any():
         raise ValueError(f"{path}: {int(empty.sum())} row(s) without a patient id")
@@ -154,25 +163,30 @@ def _standardise(
     if duplicated:
         raise ValueError(f"{path}: patient id(s) listed twice: {duplicated[:10]}")
     months = [
-        time_to_months(parse_number(value, f"{path}: patient {patient} survival time"))
-        for patient, value in zip(ids, time)
+        source.time_to_months(parse_number(value, f"{path}: patient {patient} survival time"))
+        for patient, value in zip(ids, source.os_time)
     ]
     for patient, value in zip(ids, months):
         if value < 0:
             raise ValueError(f"{path}: patient {patient} has negative survival time {value}")
 
     def text(column: pd.Series | None) -> pd.Series:
+        """An optional column as text; a column the source lacks reads as all empty."""
         return column.astype(str) if column is not None else pd.Series([""] * len(ids), index=ids.index)
 
     return pd.DataFrame(
         {
             "patient_id": ids.to_numpy(),
             "os_months": months,
-            "os_event": [parse_os_event(value, f"{path}: patient {patient}") for patient, value in zip(ids, status)],
-            "age": [parse_number(value, f"{path}: patient {patient} age") for patient, value in zip(ids, text(age))],
-            "stage": [normalise_stage(value) for value in text(stage)],
-            "subtype": ["" if _is_missing(value) else value.strip() for value in text(subtype)],
-            "er_status": [normalise_er(value) for value in text(er_status)],
+            "os_event": [
+                parse_os_event(value, f"{path}: patient {patient}") for patient, value in zip(ids, source.os_status)
+            ],
+            "age": [
+                parse_number(value, f"{path}: patient {patient} age") for patient, value in zip(ids, text(source.age))
+            ],
+            "stage": [normalise_stage(value) for value in text(source.stage)],
+            "subtype": ["" if _is_missing(value) else value.strip() for value in text(source.subtype)],
+            "er_status": [normalise_er(value) for value in text(source.er_status)],
         },
         columns=CLINICAL_COLUMNS,
     )
@@ -181,33 +195,31 @@ def _standardise(
 def clinical_from_cbioportal(table: pd.DataFrame, path: str | os.PathLike = "cBioPortal table") -> pd.DataFrame:
     """Standard clinical columns from a cBioPortal patient table (all patients, survival possibly NaN)."""
     path = Path(path)
-    return _standardise(
-        path,
-        _column(table, "PATIENT_ID", path),
-        _column(table, "OS_STATUS", path),
-        _column(table, "OS_MONTHS", path),
-        lambda months: months,
-        _optional_column(table, ("AGE",)),
-        _optional_column(table, ("AJCC_PATHOLOGIC_TUMOR_STAGE",)),
-        _optional_column(table, ("SUBTYPE",)),
-        _optional_column(table, ER_COLUMNS),
-    )
+    return _standardise(path, SourceColumns(
+        patient_id=_column(table, "PATIENT_ID", path),
+        os_status=_column(table, "OS_STATUS", path),
+        os_time=_column(table, "OS_MONTHS", path),
+        time_to_months=lambda months: months,
+        age=_optional_column(table, ("AGE",)),
+        stage=_optional_column(table, ("AJCC_PATHOLOGIC_TUMOR_STAGE",)),
+        subtype=_optional_column(table, ("SUBTYPE",)),
+        er_status=_optional_column(table, ER_COLUMNS),
+    ))
 
 
 def clinical_from_cdr(table: pd.DataFrame, path: str | os.PathLike = "TCGA-CDR table") -> pd.DataFrame:
     """Standard clinical columns from the TCGA-CDR table, OS.time converted from days to months."""
     path = Path(path)
-    return _standardise(
-        path,
-        _column(table, "bcr_patient_barcode", path),
-        _column(table, "OS", path),
-        _column(table, "OS.time", path),
-        lambda days: days / DAYS_PER_MONTH,
-        _optional_column(table, ("age_at_initial_pathologic_diagnosis",)),
-        _optional_column(table, ("ajcc_pathologic_tumor_stage",)),
-        _optional_column(table, ("subtype", "Subtype_mRNA", "PAM50")),
-        _optional_column(table, ER_COLUMNS),
-    )
+    return _standardise(path, SourceColumns(
+        patient_id=_column(table, "bcr_patient_barcode", path),
+        os_status=_column(table, "OS", path),
+        os_time=_column(table, "OS.time", path),
+        time_to_months=lambda days: days / DAYS_PER_MONTH,
+        age=_optional_column(table, ("age_at_initial_pathologic_diagnosis",)),
+        stage=_optional_column(table, ("ajcc_pathologic_tumor_stage",)),
+        subtype=_optional_column(table, ("subtype", "Subtype_mRNA", "PAM50")),
+        er_status=_optional_column(table, ER_COLUMNS),
+    ))
 
 
 def read_clinical(path: str | os.PathLike, format: str, log: logging.Logger | None = None) -> pd.DataFrame:
@@ -240,9 +252,15 @@ def exclude_missing_survival(table: pd.DataFrame) -> tuple[pd.DataFrame, list[st
 
 
 def write_clinical(table: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Write survival/clinical.tsv atomically."""
-    with atomic_path(path) as temporary:
-        table[CLINICAL_COLUMNS].to_csv(temporary, sep="\t", index=False, lineterminator="\n")
+    """Write survival/clinical.tsv (see the module docstring) atomically."""
+    write_tsv(table[CLINICAL_COLUMNS], path)
+
+
+def read_clinical_table(path: str | os.PathLike) -> pd.DataFrame:
+    """Read survival/clinical.tsv back: ids, stage, subtype and ER status as text ('' when unknown), checked columns."""
+    table = read_table(path, CLINICAL_COLUMNS, text=TEXT_COLUMNS)
+    table[list(TEXT_COLUMNS)] = table[list(TEXT_COLUMNS)].fillna("")
+    return table.astype({"os_months": float, "os_event": int, "age": float})
 
 
 def make_clinical_file(

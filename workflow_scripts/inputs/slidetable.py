@@ -1,4 +1,20 @@
-"""The slide table (resources/{cohort}/slides.tsv): one row per slide, whatever the slides came from."""
+"""The slide table (resources/{cohort}/slides.tsv): one row per slide, whatever the slides came from.
+
+This module is the one writer and the one reader of the table. Contract: a TSV in the one form of
+common.tables (tab-separated, header, `\\n` line ends), sorted by slide_id, every cell text, columns
+- slide_id: the slide's id (file name without its last extension, or the user's id); unique, because it names
+  every per-slide result (tiles/{slide_id}.h5, qc/slides/{slide_id}.tsv, ...);
+- patient_id: the patient the slide belongs to (TCGA: the 12-character barcode); splits and labels are per patient;
+- path: where the slide file is or will be (GDC: resources/{cohort}/slides/{file_name}, relative to the workdir;
+  local folder or table: the path as found or resolved against the table's folder);
+- file_name: the slide file's name, the key rule gdc_download downloads by;
+- md5: the file's MD5 (GDC manifest, or the demo's written slide); empty for local slides;
+- size: the file size in bytes; empty when unknown;
+- file_id: the GDC file id; empty for local and demo slides.
+Writers: the slide_table checkpoint (GDC manifest, folder or user table) and the demo generator, both through
+`write_slide_table`; readers get a DataFrame of text from `read_slide_table`, which checks the columns, that
+slide_id, patient_id, path and file_name are set and that slide ids are unique, naming the file on error.
+"""
 
 from __future__ import annotations
 
@@ -10,12 +26,15 @@ from collections.abc import Iterable, Mapping
 from dataclasses import astuple, dataclass, fields
 from pathlib import Path
 
-from workflow_scripts.common.atomic import atomic_path
+import pandas as pd
+
+from workflow_scripts.common.tables import read_text_table, write_tsv
 from workflow_scripts.inputs.barcodes import patient_id as tcga_patient_id
-from workflow_scripts.inputs.gdc import GdcFile, file_name_problems, read_manifest, validate_file_name
+from workflow_scripts.inputs.gdc_manifest import GdcFile, file_name_problems, read_manifest, validate_file_name
 
 SLIDE_EXTENSIONS = (".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif", ".dcm")
 LOCAL_TABLE_COLUMNS = ("slide_id", "patient_id", "path")
+NON_EMPTY_COLUMNS = ("slide_id", "patient_id", "path", "file_name")
 
 
 class SlideTableError(ValueError):
@@ -185,20 +204,23 @@ def build_slide_table(
 
 
 def write_slide_table(records: Iterable[SlideRecord], path: str | os.PathLike) -> None:
-    """Write slides.tsv (tab-separated, header, sorted by slide id) atomically."""
+    """Write slides.tsv (see the module docstring) sorted by slide id, atomically."""
     records = sorted(records, key=lambda r: r.slide_id)
     check_unique(records)
-    with atomic_path(path) as temporary:
-        with open(temporary, "w", newline="") as handle:
-            writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
-            writer.writerow(TABLE_COLUMNS)
-            writer.writerows(astuple(r) for r in records)
+    write_tsv(pd.DataFrame([astuple(r) for r in records], columns=list(TABLE_COLUMNS), dtype=str), path)
 
 
-def read_slide_table(path: str | os.PathLike) -> list[SlideRecord]:
-    """Read slides.tsv back, checking its columns."""
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle, delimiter="\t")
-        if tuple(reader.fieldnames or ()) != TABLE_COLUMNS:
-            raise SlideTableError(f"slide table {path} has columns {reader.fieldnames}, expected {list(TABLE_COLUMNS)}")
-        return [SlideRecord(**{c: row[c] or "" for c in TABLE_COLUMNS}) for row in reader]
+def read_slide_table(path: str | os.PathLike) -> pd.DataFrame:
+    """Read slides.tsv as text, checking columns, required cells and unique slide ids; errors name the file."""
+    try:
+        table = read_text_table(path, TABLE_COLUMNS)
+    except ValueError as error:
+        raise SlideTableError(f"slide table {error}") from None
+    for column in NON_EMPTY_COLUMNS:
+        empty = table.index[table[column].str.strip() == ""]
+        if len(empty):
+            raise SlideTableError(f"slide table {path} line {empty[0] + 2}: empty {column}")
+    duplicates = sorted(set(table.loc[table["slide_id"].duplicated(), "slide_id"]))
+    if duplicates:
+        raise SlideTableError(f"slide table {path}: duplicate slide_id(s): {', '.join(duplicates)}")
+    return table

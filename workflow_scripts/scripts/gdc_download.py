@@ -4,17 +4,14 @@ from workflow_scripts.common.logs import get_logger
 
 log = get_logger(__name__, snakemake.log[0])  # noqa: F821 - injected by Snakemake
 
-from workflow_scripts.inputs.gdc import DEFAULT_API, RetryPolicy, download_keyed, open_session, read_token  # noqa: E402
+from workflow_scripts.inputs.gdc_download import DownloadTarget, download_keyed  # noqa: E402
+from workflow_scripts.inputs.gdc_session import configured_client  # noqa: E402
 
 params = snakemake.params  # noqa: F821
-size = getattr(params, "size", None)
-download_keyed(
-    api=getattr(params, "api", None) or DEFAULT_API,
-    file_id=params.file_id,
-    destination=snakemake.output.slide,  # noqa: F821
-    md5=getattr(params, "md5", None) or None,
-    size=int(size) if size not in (None, "") else None,
-    session=open_session(read_token(getattr(params, "token_file", None))),
-    policy=RetryPolicy(retries=int(getattr(params, "retries", None) or RetryPolicy.retries)),
-    log=log,
+client = configured_client(
+    getattr(params, "api", None), getattr(params, "token_file", None), getattr(params, "retries", None), log
 )
+target = DownloadTarget.from_text(
+    params.file_id, snakemake.output.slide, getattr(params, "md5", None), getattr(params, "size", None)  # noqa: F821
+)
+download_keyed(client, target)

@@ -4,20 +4,18 @@ from workflow_scripts.common.logs import get_logger
 
 log = get_logger(__name__, snakemake.log[0])  # noqa: F821 - injected by Snakemake
 
-from workflow_scripts.inputs.gdc import DEFAULT_API, RetryPolicy, build_manifest, open_session, read_token, write_manifest  # noqa: E402
+from workflow_scripts.inputs.gdc_manifest import write_manifest  # noqa: E402
+from workflow_scripts.inputs.gdc_query import build_manifest  # noqa: E402
+from workflow_scripts.inputs.gdc_session import configured_client  # noqa: E402
 
 settings = dict(snakemake.params.gdc)  # noqa: F821
-session = open_session(read_token(settings.get("token_file")))
-policy = RetryPolicy(retries=int(settings.get("retries", RetryPolicy.retries)))
+client = configured_client(settings.get("api"), settings.get("token_file"), settings.get("retries"), log)
 files = build_manifest(
-    api=settings.get("api") or DEFAULT_API,
+    client,
     project=settings.get("project"),
     manifest=settings.get("manifest"),
     exclude=settings.get("exclude") or [],
     page_size=int(settings.get("page_size") or 500),
-    session=session,
-    policy=policy,
-    log=log,
 )
 if not files:
     raise SystemExit("the GDC manifest has no slides left; check slides.gdc.project, manifest and exclude")

@@ -1,0 +1,227 @@
+"""Resumable, retried, md5-verified GDC downloads, so TCGA inputs arrive complete or not at all.
+
+A download writes to a temporary sibling of its destination, continues it with HTTP Range requests after a
+dropped connection or a 5xx, hashes the bytes as they arrive, and renames it onto the destination only when
+the size and md5 the manifest promises check out; a file whose id has gone stale is found again by name and md5.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import requests
+
+from workflow_scripts.common.atomic import atomic_path
+from workflow_scripts.common.hashing import md5_file, new_md5
+from workflow_scripts.inputs.gdc_manifest import MD5_PATTERN, GdcError, GdcNotFound, validate_file_name
+from workflow_scripts.inputs.gdc_query import resolve_by_name
+from workflow_scripts.inputs.gdc_session import GdcClient, Retryable, raise_for_status, with_retries
+
+if TYPE_CHECKING:
+    import hashlib
+
+_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+
+
+@dataclass(frozen=True)
+class DownloadTarget:
+    """One file to fetch: its GDC id, where it goes, and the md5 and size the manifest promises (None: unknown)."""
+
+    file_id: str
+    destination: Path
+    md5: str | None = None
+    size: int | None = None
+
+    @classmethod
+    def from_text(
+        cls, file_id: str, destination: str | os.PathLike, md5: str | None = None, size: int | str | None = None
+    ) -> DownloadTarget:
+        """A target from config or slide-table text, where an unknown md5 or size is None or ''."""
+        return cls(str(file_id), Path(destination), md5 or None, int(size) if size not in (None, "") else None)
+
+    @property
+    def label(self) -> str:
+        """How log lines and errors name the file."""
+        return f"{self.destination.name} (GDC file {self.file_id})"
+
+
+def _human_bytes(count: float) -> str:
+    """Bytes as a short human-readable string for progress lines."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.1f} {unit}" if unit != "B" else f"{int(count)} B"
+        count /= 1024
+    return f"{count:.1f} GiB"
+
+
+class _Progress:
+    """Log bytes received and rate at most every `interval_s` seconds."""
+
+    def __init__(self, label: str, total: int | None, log: logging.Logger, interval_s: float):
+        self.label, self.total, self.log, self.interval_s = label, total, log, interval_s
+        self.started = self.last = time.monotonic()
+        self.received_this_run = 0
+
+    def update(self, have: int, new_bytes: int, force: bool = False) -> None:
+        """Record new bytes; log a progress line when the interval has passed or when forced."""
+        self.received_this_run += new_bytes
+        now = time.monotonic()
+        if not force and now - self.last < self.interval_s:
+            return
+        self.last = now
+        rate = self.received_this_run / max(now - self.started, 1e-6)
+        of_total = f" of {_human_bytes(self.total)} ({100 * have / self.total:.0f}%)" if self.total else ""
+        self.log.info("%s: %s%s at %s/s", self.label, _human_bytes(have), of_total, _human_bytes(rate))
+
+
+@dataclass
+class _Transfer:
+    """A download in progress across attempts: the part file, the running md5 of its bytes, and progress."""
+
+    target: DownloadTarget
+    url: str
+    part: Path
+    progress: _Progress
+    chunk_bytes: int
+    digest: hashlib._Hash = field(default_factory=new_md5)
+    bad_md5: str | None = None
+
+
+def _body_start(response: requests.Response, have: int, transfer: _Transfer) -> tuple[int, str, int | None]:
+    """Where the response body goes in the part file: (bytes kept, file mode, total size the server reports)."""
+    if have and response.status_code == 206:
+        match = _CONTENT_RANGE.match(response.headers.get("Content-Range", ""))
+        if match is None or int(match.group(1)) != have:
+            transfer.part.unlink(missing_ok=True)
+            raise Retryable(
+                f"server answered Range bytes={have}- with Content-Range "
+                f"{response.headers.get('Content-Range')!r}; restarting from byte 0"
+            )
+        return have, "ab", None if match.group(3) == "*" else int(match.group(3))
+    if have:
+        log = transfer.progress.log
+        log.info("%s: server ignored the Range request; restarting from byte 0", transfer.target.label)
+    transfer.digest = new_md5()
+    length = response.headers.get("Content-Length")
+    return 0, "wb", int(length) if length and length.isdigit() else None
+
+
+def _receive(client: GdcClient, transfer: _Transfer) -> None:
+    """One HTTP attempt: continue the part file with a Range request when it has bytes, hashing what arrives."""
+    part, size, label = transfer.part, transfer.target.size, transfer.target.label
+    have = part.stat().st_size if part.exists() else 0
+    if size is not None and have == size:
+        return
+    headers = {"Range": f"bytes={have}-"} if have else {}
+    with client.session.get(transfer.url, headers=headers, stream=True, timeout=client.policy.timeout_s) as response:
+        if response.status_code == 416 and have:
+            part.unlink(missing_ok=True)
+            raise Retryable(f"server refused Range bytes={have}- (HTTP 416); restarting from byte 0")
+        raise_for_status(response, f"GET {transfer.url}")
+        have, mode, expected_total = _body_start(response, have, transfer)
+        if size is not None and expected_total is not None and expected_total != size:
+            raise GdcError(f"download of {label}: server reports {expected_total} bytes, manifest says {size}")
+        with open(part, mode) as handle:
+            for chunk in response.iter_content(chunk_size=transfer.chunk_bytes):
+                handle.write(chunk)
+                transfer.digest.update(chunk)
+                have += len(chunk)
+                transfer.progress.update(have, len(chunk))
+    expected = size if size is not None else expected_total
+    if expected is not None and have < expected:
+        raise Retryable(f"connection ended at byte {have} of {expected}")
+    if expected is not None and have > expected:
+        part.unlink(missing_ok=True)
+        raise Retryable(f"received {have} bytes, more than the expected {expected}; restarting")
+
+
+def _attempt(client: GdcClient, transfer: _Transfer) -> None:
+    """One try: receive the rest of the file, then check its md5 (a mismatch deletes the part file and retries)."""
+    transfer.bad_md5 = None
+    if not transfer.part.exists():
+        transfer.digest = new_md5()
+    _receive(client, transfer)
+    found, expected = transfer.digest.hexdigest(), transfer.target.md5
+    if expected is not None and found != expected:
+        transfer.part.unlink(missing_ok=True)
+        transfer.bad_md5 = found
+        raise Retryable(f"md5 mismatch: expected {expected}, got {found}")
+
+
+def _checked(target: DownloadTarget) -> DownloadTarget:
+    """The target with a safe file name and a lower-case md5, or an error naming the file."""
+    destination = Path(target.destination)
+    validate_file_name(destination.name, target.file_id)
+    md5 = target.md5.strip().lower() if target.md5 else None
+    checked = replace(target, destination=destination, md5=md5)
+    if md5 is not None and not MD5_PATTERN.match(md5):
+        raise GdcError(f"{checked.label}: expected md5 {md5!r} is not an md5 checksum")
+    return checked
+
+
+def download_file(
+    client: GdcClient, target: DownloadTarget, chunk_bytes: int = 1 << 20, progress_interval_s: float = 10.0
+) -> Path:
+    """Download `{api}/data/{file_id}` to the destination: resumable, retried, md5-verified, renamed when complete."""
+    target = _checked(target)
+    destination, label, log = target.destination, target.label, client.log
+    if destination.is_file() and target.md5 is not None:
+        found = md5_file(destination)
+        if found == target.md5:
+            log.info("%s already present with md5 %s; not downloading", label, target.md5)
+            return destination
+        log.warning("%s exists with md5 %s, expected %s; downloading again", label, found, target.md5)
+    url = client.url(f"data/{target.file_id}")
+    log.info("downloading %s from %s", label, url)
+    with atomic_path(destination) as part:
+        transfer = _Transfer(target, url, part, _Progress(label, target.size, log, progress_interval_s), chunk_bytes)
+        try:
+            with_retries(lambda: _attempt(client, transfer), f"download of {label}", client)
+        except GdcError:
+            if transfer.bad_md5 is not None:
+                raise GdcError(
+                    f"download of {label} failed md5 verification {client.policy.retries + 1} times: "
+                    f"expected md5 {target.md5}, received md5 {transfer.bad_md5}; the partial file was deleted "
+                    f"and nothing was written to {destination}"
+                ) from None
+            raise
+        received = part.stat().st_size
+        transfer.progress.update(received, 0, force=True)
+    log.info("downloaded %s: %d bytes, md5 %s", label, received, transfer.digest.hexdigest())
+    return destination
+
+
+def download_keyed(client: GdcClient, target: DownloadTarget, progress_interval_s: float = 10.0) -> Path:
+    """Download by id; when the id no longer resolves, look the file up by name and md5 and use its new id."""
+    try:
+        return download_file(client, target, progress_interval_s=progress_interval_s)
+    except GdcNotFound:
+        name = Path(target.destination).name
+        client.log.warning("GDC file id %s not found; looking up %s by name and md5", target.file_id, name)
+        current = resolve_by_name(client, name, target.md5)
+        client.log.info("%s is now GDC file %s", name, current.file_id)
+        return download_file(client, replace(target, file_id=current.file_id), progress_interval_s=progress_interval_s)
+
+
+def fetch_source(client: GdcClient, source: str | os.PathLike | dict, destination: str | os.PathLike) -> Path:
+    """Provide an input file: a local path is symlinked (absolute target, no copy of multi-GB matrices);
+    `{gdc_file_id, md5?, size?}` is downloaded with the slide download code."""
+    destination = Path(destination)
+    if isinstance(source, (str, os.PathLike)):
+        local = Path(source)
+        if not local.is_file():
+            raise GdcError(f"input file {local} for {destination} does not exist")
+        with atomic_path(destination) as temporary:
+            os.symlink(local.resolve(), temporary)
+        client.log.info("linked %s -> %s", destination, local.resolve())
+        return destination
+    if isinstance(source, dict) and source.get("gdc_file_id"):
+        target = DownloadTarget.from_text(source["gdc_file_id"], destination, source.get("md5"), source.get("size"))
+        return download_keyed(client, target)
+    raise GdcError(f"source for {destination} must be a local path or {{gdc_file_id, md5}}, got {source!r}")
