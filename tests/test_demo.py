@@ -107,7 +107,7 @@ def test_tissue_is_pink_on_white_and_background_is_white(cohort, slide_table):
 
 
 def test_mrna_matrix_is_pancanatlas_format_with_planted_and_decoy_genes(cohort, slide_table):
-    matrix = pd.read_csv(cohort["mrna"], sep="\t", index_col=None)
+    matrix = pd.read_csv(cohort["mrna"], sep="\t", index_col=None)  # independent check of the input format
     assert matrix.columns[0] == "gene_id"
     genes = matrix["gene_id"].tolist()
     assert "MKI67|4288" in genes and len(genes) >= 21
@@ -172,12 +172,12 @@ def test_truth_reader_refuses_broken_files_naming_them(cohort, slide_table, tmp_
     write_truth(copy, truth)
     again = read_truth(copy)
     assert np.array_equal(again.trait_grid, truth.trait_grid) and again.summary() == truth.summary()
-    with h5py.File(copy, "a") as h5:
+    with h5py.File(copy, "a") as h5:  # malformed on purpose
         del h5["tissue_fraction"]
         h5["tissue_fraction"] = np.zeros((1, 1), np.float32)
     with pytest.raises(TruthError, match=f"truth file {copy}: tissue_fraction is \\(1, 1\\)"):
         read_truth(copy)
-    with h5py.File(copy, "a") as h5:
+    with h5py.File(copy, "a") as h5:  # malformed on purpose
         del h5.attrs["cell_px"]
     with pytest.raises(TruthError, match=f"truth file {copy} lacks \\['cell_px'\\]"):
         read_truth(copy)

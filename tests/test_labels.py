@@ -9,6 +9,9 @@ import pandas as pd
 import pytest
 from qc_rows import qc_frame
 
+from workflow_scripts.common.tables import read_table
+from workflow_scripts.inputs.slidetable import SlideRecord, write_slide_table
+from workflow_scripts.learning.splits import read_splits
 from workflow_scripts.slides.qc_table import write_qc_table
 from workflow_scripts.learning.labels import (
     LABEL_COLUMNS,
@@ -225,14 +228,8 @@ def test_trait_files_summary_and_byte_identical_reruns(tmp_path):
     matrix = write_matrix(
         tmp_path / "mrna.tsv", aliquots, {"MKI67|4288": rng.normal(size=60), "ESR1|2099": rng.normal(size=60)}
     )
-    slides = pd.DataFrame(
-        {
-            "slide_id": [f"{patient}-01Z-00-DX1.x" for patient in patients[5:]],
-            "patient_id": patients[5:],
-            "path": "",
-        }
-    )
-    slides.to_csv(tmp_path / "slides.tsv", sep="\t", index=False)
+    records = [SlideRecord(f"{patient}-01Z-00-DX1.x", patient, "x.svs", "x.svs") for patient in patients[5:]]
+    write_slide_table(records, tmp_path / "slides.tsv")
     config = {"low_percentile": 20, "high_percentile": 80, "near_width": 10}
     outputs = []
     for run in ("a", "b"):
@@ -312,9 +309,8 @@ def test_snakemake_scripts_write_every_output(tmp_path, repo_root):
     mirna.append(",".join(["hsa-miR-17-5p", "Corrected", *(repr(float(v)) for v in rng.normal(size=30))]))
     (tmp_path / "mirna.csv").write_text("\n".join(mirna) + "\n")
     slide_ids = [f"{p}-01Z-00-DX1.u" for p in patients]
-    pd.DataFrame({"slide_id": slide_ids, "patient_id": patients, "path": ""}).to_csv(
-        tmp_path / "slides.tsv", sep="\t", index=False
-    )
+    write_slide_table([SlideRecord(slide, patient, "x.svs", "x.svs") for slide, patient in zip(slide_ids, patients)],
+                      tmp_path / "slides.tsv")
     qc = qc_frame({"slide_id": slide_ids, "patient_id": patients, "status": ["pass"] * 29 + ["fail"], "reason": ""})
     write_qc_table(qc, tmp_path / "qc.tsv")
     (tmp_path / "clinical.txt").write_text("#a\nPATIENT_ID\tOS_STATUS\tOS_MONTHS\nTCGA-AA-0000\t1:DECEASED\t5\n")
@@ -323,9 +319,9 @@ def test_snakemake_scripts_write_every_output(tmp_path, repo_root):
         [sys.executable, "-m", "snakemake", "--cores", "1", "--quiet"], cwd=tmp_path, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    summary = pd.read_csv(tmp_path / "labels" / "summary.tsv", sep="\t")
+    summary = read_table(tmp_path / "labels" / "summary.tsv")
     assert summary["trait"].tolist() == ["MKI67", "miR-17-5p"]
     assert summary["patients_train_pool"].tolist() == [12, 12]  # 30 untied values: 6 at each end
-    splits = pd.read_csv(tmp_path / "splits" / "splits.tsv", sep="\t")
+    splits = read_splits(tmp_path / "splits" / "splits.tsv")
     assert len(splits) == 29 and splits["test"].sum() == 3
     assert "1 patients, 0 excluded" in (tmp_path / "logs" / "clinical.log").read_text()

@@ -77,7 +77,7 @@ def test_same_input_gives_identical_bytes(tmp_path):
 
 def test_missing_dataset_is_named(tmp_path):
     write(tmp_path / "c.h5", smooth_tiles(1))
-    with h5py.File(tmp_path / "c.h5", "a") as f:
+    with h5py.File(tmp_path / "c.h5", "a") as f:  # malformed on purpose
         del f["grid"]
     with pytest.raises(TileStoreError, match=r"c\.h5.*'grid'"):
         TileStore(tmp_path / "c.h5")

@@ -26,6 +26,7 @@ from scipy.stats import rankdata
 
 from workflow_scripts.common.tables import read_table, write_tsv
 from workflow_scripts.inputs.expression import read_trait_expression
+from workflow_scripts.inputs.slidetable import read_slide_table
 from workflow_scripts.slides.qc_table import passed_slides
 
 LABEL_COLUMNS = ["patient_id", "trait", "value", "percentile", "label", "set", "median_label"]
@@ -117,15 +118,6 @@ def cohort_expression(expression: pd.Series, slides: pd.DataFrame) -> pd.Series:
         raise ValueError("slide table has no 'patient_id' column")
     patients = set(slides["patient_id"].astype(str))
     return expression[expression.index.isin(patients)].dropna()
-
-
-def read_slide_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a slide table (resources/{cohort}/slides.tsv or qc/slides.tsv) with ids as text."""
-    table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
-    missing = [column for column in ("slide_id", "patient_id") if column not in table.columns]
-    if missing:
-        raise ValueError(f"{path}: slide table lacks column(s) {missing}")
-    return table
 
 
 def build_trait_labels(
