@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workflow_scripts.slides import reading as slides
 from workflow_scripts.demo.slidewriter import write_aperio_slide
+from workflow_scripts.slides import reading as slides
 
 FLAT = np.full((64, 64, 3), 200, np.uint8)
 

@@ -6,9 +6,16 @@ import h5py
 import numpy as np
 import pytest
 
-from workflow_scripts.slides.tilestore import TileStore, TileStoreError, write_tile_store
+from workflow_scripts.slides.tilestore import StoreAttrs, TileStore, TileStoreError, write_tile_store
 
-ATTRS = {"tile_px": 32, "mpp": 0.5, "level0_tile_px": 64.0, "source_mpp": 0.25, "grid_shape": (3, 2), "source_path": "/x.svs"}
+ATTRS = {
+    "tile_px": 32,
+    "mpp": 0.5,
+    "level0_tile_px": 64.0,
+    "source_mpp": 0.25,
+    "grid_shape": (3, 2),
+    "source_path": "/x.svs",
+}
 
 
 def smooth_tiles(n: int) -> np.ndarray:
@@ -27,7 +34,9 @@ def write(path, tiles, encoding="jpeg"):
     coords = np.stack([np.arange(n) * 64, np.zeros(n)], axis=1)
     grid = np.stack([np.arange(n), np.zeros(n)], axis=1)
     thumbnail = np.full((4, 6, 3), 200, np.uint8)
-    return write_tile_store(path, "slide-a", coords, grid, np.linspace(1, 0.5, n), iter(tiles), ATTRS, encoding, 95, thumbnail, 16.0)
+    return write_tile_store(
+        path, "slide-a", coords, grid, np.linspace(1, 0.5, n), iter(tiles), ATTRS, encoding, 95, thumbnail, 16.0
+    )
 
 
 @pytest.mark.parametrize("encoding", ["jpeg", "raw"])
@@ -91,7 +100,9 @@ def test_not_hdf5_is_named(tmp_path):
 
 def test_tile_count_mismatch_leaves_no_store(tmp_path):
     with pytest.raises(TileStoreError, match="1 tiles given for 2"):
-        write_tile_store(tmp_path / "d.h5", "s", [[0, 0], [64, 0]], [[0, 0], [1, 0]], [1, 1], iter(smooth_tiles(1)), ATTRS)
+        write_tile_store(
+            tmp_path / "d.h5", "s", [[0, 0], [64, 0]], [[0, 0], [1, 0]], [1, 1], iter(smooth_tiles(1)), ATTRS
+        )
     assert not any(p.name.endswith("d.h5") for p in tmp_path.iterdir())
 
 
@@ -108,3 +119,13 @@ def test_interrupted_stream_leaves_no_store(tmp_path):
 def test_wrong_tile_shape_rejected(tmp_path):
     with pytest.raises(TileStoreError, match=r"uint8 \(32, 32, 3\)"):
         write_tile_store(tmp_path / "f.h5", "s", [[0, 0]], [[0, 0]], [1], [np.zeros((16, 16, 3), np.uint8)], ATTRS)
+
+
+def test_store_attrs_match_the_dict_form_and_mark_unknowns(tmp_path):
+    attrs = StoreAttrs(tile_px=32, mpp=0.5, level0_tile_px=64, source_mpp=0.25, source_path="/x.svs", grid_shape=(3, 2))
+    assert attrs.as_dict() == ATTRS
+    unknown = StoreAttrs(tile_px=32, mpp=0.5, source_path="/y.svs").as_dict()
+    assert (unknown["level0_tile_px"], unknown["source_mpp"], unknown["grid_shape"]) == (0.0, 0.0, (0, 0))
+    write_tile_store(tmp_path / "s.h5", "s", np.zeros((0, 2)), np.zeros((0, 2)), [], [], attrs)
+    with TileStore(tmp_path / "s.h5") as store:
+        assert store.grid_shape == (3, 2) and store.attrs["source_path"] == "/x.svs" and store.n_tiles == 0

@@ -5,22 +5,16 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from workflow_scripts.slides import tissue
 from workflow_scripts.demo.slidewriter import SyntheticHE, write_aperio_slide
-from workflow_scripts.slides.tiling import (
-    TiffLevelReader,
-    TilingConfig,
-    decode_scale,
-    plan_grid,
-    qc_image,
-    resize_tile,
-    tile_slide,
-)
+from workflow_scripts.slides import tissue
 from workflow_scripts.slides.qc_table import QC_COLUMNS, read_qc_table, summarise_qc, write_qc_row
+from workflow_scripts.slides.qc_thumbnail import qc_image
+from workflow_scripts.slides.tiffreader import TiffLevelReader, decode_scale
+from workflow_scripts.slides.tilepixels import resize_tile
 from workflow_scripts.slides.tilestore import TileStore
+from workflow_scripts.slides.tiling import TilingConfig, plan_grid, tile_slide
 
 CELL_UM = 32.0  # tile_px 64 at 0.5 um/px
 TILE_PX = 64
@@ -145,8 +139,19 @@ def test_fast_path_matches_openslide(slide_folder, tmp_path, encoding):
 
 
 def test_decode_scale_only_for_exact_powers_of_two(slide_folder):
-    assert [decode_scale(cell, 64) for cell in (128.0, 256.0, 512.0, 64.0, 96.0, 128.5, 1024.0)] == [2, 4, 8, 1, 1, 1, 1]
-    with TiffLevelReader(slide_folder / "clean40.svs", (1024, 768), scale=2) as half, TiffLevelReader(slide_folder / "clean40.svs", (1024, 768)) as full:
+    assert [decode_scale(cell, 64) for cell in (128.0, 256.0, 512.0, 64.0, 96.0, 128.5, 1024.0)] == [
+        2,
+        4,
+        8,
+        1,
+        1,
+        1,
+        1,
+    ]
+    with (
+        TiffLevelReader(slide_folder / "clean40.svs", (1024, 768), scale=2) as half,
+        TiffLevelReader(slide_folder / "clean40.svs", (1024, 768)) as full,
+    ):
         assert (half.width, half.height, half.tile_w, half.tile_h) == (512, 384, 128, 128)
         small, large = half.decode((1, 0)).astype(int), full.decode((1, 0))
         boxed = large.reshape(128, 2, 128, 2, 3).mean(axis=(1, 3))
@@ -155,7 +160,14 @@ def test_decode_scale_only_for_exact_powers_of_two(slide_folder):
 
 def test_real_cmu_slide(shared_data, tmp_path):
     config = TilingConfig(tile_px=512, target_mpp=0.5)
-    qc = tile_slide(shared_data / "slides" / "CMU-1-Small-Region.svs", tmp_path / "cmu.h5", "CMU-1-Small-Region", "P", config, threads=2)
+    qc = tile_slide(
+        shared_data / "slides" / "CMU-1-Small-Region.svs",
+        tmp_path / "cmu.h5",
+        "CMU-1-Small-Region",
+        "P",
+        config,
+        threads=2,
+    )
     assert qc.status == "pass" and (qc.mpp, qc.objective_power, qc.width, qc.height) == (0.499, 20.0, 2220, 2967)
     with TileStore(tmp_path / "cmu.h5") as store:
         assert store.grid_shape == (4, 5)
@@ -171,7 +183,9 @@ def test_clean_he_slide_has_no_ink_at_any_tile_size(shared_data, tmp_path, tile_
     # CMU-1 has no marker ink; at 96 px tiles the mask is ~1.5 um/px, where clumps of dark nuclei are as dark
     # as black ink: ink is judged at a fixed physical scale, so the pen QC must not depend on tile_px
     config = TilingConfig(tile_px=tile_px, target_mpp=0.5)
-    qc = tile_slide(shared_data / "slides" / "CMU-1-Small-Region.svs", tmp_path / "cmu.h5", "CMU-1-Small-Region", "P", config)
+    qc = tile_slide(
+        shared_data / "slides" / "CMU-1-Small-Region.svs", tmp_path / "cmu.h5", "CMU-1-Small-Region", "P", config
+    )
     assert qc.status == "pass", qc.reason
     assert qc.pen_fraction <= 0.02
     assert qc.pen.mean() <= 0.002
@@ -257,7 +271,14 @@ def test_qc_rows_and_summary(slide_folder, tmp_path):
 
 
 def test_config_from_params_ignores_other_keys_and_rejects_bad_values():
-    params = {"tile_px": 256, "target_mpp": 0.5, "default_mpp": None, "blur_threshold": None, "exclude": ["x.svs"], "encoding": "raw"}
+    params = {
+        "tile_px": 256,
+        "target_mpp": 0.5,
+        "default_mpp": None,
+        "blur_threshold": None,
+        "exclude": ["x.svs"],
+        "encoding": "raw",
+    }
     config = TilingConfig.from_params(params)
     assert (config.tile_px, config.encoding, config.default_mpp, config.blur_threshold) == (256, "raw", None, 100.0)
     with pytest.raises(ValueError, match="tiling.encoding"):

@@ -1,4 +1,4 @@
-"""Open whole-slide images with OpenSlide and work out their physical resolution and the pyramid level to read."""
+"""Open whole-slide images with OpenSlide: physical resolution, pyramid level to read, RGB and low-res reads."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ from pathlib import Path
 
 import numpy as np
 import openslide
+from PIL import Image
 
 # Microns per pixel of an objective: 10 um/px divided by the magnification (40x = 0.25, 20x = 0.5).
 MICRONS_AT_1X = 10.0
 # Recorded MPP outside this range is not a microscope scan but a placeholder (72 dpi = 352.8 um/px in
 # image-library TIFFs such as boxes.tiff), so it is treated as missing.
 PLAUSIBLE_MPP = (0.01, 10.0)
+MASK_STRIP_PX = 2048  # output rows of a low-resolution read are resized in strips of about this many source rows
 
 
 class SlideError(RuntimeError):
@@ -64,7 +66,9 @@ def slide_resolution(slide: openslide.OpenSlide, default_mpp: float | None = Non
         return Resolution(MICRONS_AT_1X / power, power, "objective-power")
     if default_mpp is not None and default_mpp > 0:
         return Resolution(float(default_mpp), None, "default")
-    raise SlideError(f"{name}: no resolution metadata (no MPP, no objective power) and no tiling.default_mpp configured")
+    raise SlideError(
+        f"{name}: no resolution metadata (no MPP, no objective power) and no tiling.default_mpp configured"
+    )
 
 
 def level_for_downsample(downsamples: tuple[float, ...], wanted: float) -> int:
@@ -81,3 +85,22 @@ def read_rgb(slide: openslide.OpenSlide, level: int, x: int, y: int, width: int,
     if transparent.any():
         rgb[transparent] = 255
     return rgb
+
+
+def read_low_res(slide: openslide.OpenSlide, downsample: float) -> np.ndarray:
+    """Whole slide at `downsample` level-0 px per pixel, read in strips from the best pyramid level."""
+    level = level_for_downsample(slide.level_downsamples, downsample)
+    level_w, level_h = slide.level_dimensions[level]
+    level_downsample = slide.level_downsamples[level]
+    ratio = downsample / level_downsample
+    out_w = max(1, int(round(level_w / ratio)))
+    out_h = max(1, int(round(level_h / ratio)))
+    image = np.empty((out_h, out_w, 3), np.uint8)
+    strip_rows = max(1, int(MASK_STRIP_PX // ratio))
+    for top in range(0, out_h, strip_rows):
+        bottom = min(out_h, top + strip_rows)
+        y0 = int(round(top * ratio))
+        y1 = min(level_h, max(y0 + 1, int(round(bottom * ratio))))
+        strip = read_rgb(slide, level, 0, int(round(y0 * level_downsample)), level_w, y1 - y0)
+        image[top:bottom] = np.asarray(Image.fromarray(strip).resize((out_w, bottom - top), Image.Resampling.BOX))
+    return image

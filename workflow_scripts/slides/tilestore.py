@@ -1,15 +1,26 @@
 """The one reader and writer of tile stores (HDF5): kept tiles of a slide, their positions and a thumbnail.
 
-Layout (SPEC item 2): datasets `coords` (N,2 int64 level-0 x,y), `grid` (N,2 int32 col,row),
-`tissue_fraction` (N float32), `tiles` (vlen uint8 JPEG bytes per tile, or uint8 N,px,px,3; attr `encoding`),
-`thumbnail` (h,w,3 uint8, attr `downsample`); file attrs `slide_id, tile_px, mpp, level0_tile_px, source_mpp,
-source_path, workflow_version, grid_shape, encoding`.
+The format (SPEC item 2), owned here and nowhere else:
+- datasets, one row per kept tile, in the order written (row-major grid order for the tiler):
+  `coords` (N,2 int64): level-0 x,y of the tile's top-left corner;
+  `grid` (N,2 int32): the tile's grid col,row;
+  `tissue_fraction` (N float32): tissue share of the cell in the low-resolution mask;
+  `tiles`: JPEG bytes per tile (vlen uint8, chunks of 64) or raw pixels (uint8 N,px,px,3, one tile a chunk),
+  with attribute `encoding` ("jpeg" or "raw");
+- `thumbnail` (h,w,3 uint8, gzip level 4): the whole slide at low resolution (white 1x1 when none was read),
+  with attribute `downsample` (level-0 px per thumbnail px);
+- file attributes: `slide_id`, `encoding`, `workflow_version` (written by the writer itself), and from
+  StoreAttrs: `tile_px` (stored tile side), `mpp` (um/px of the stored tiles), `level0_tile_px` (level-0 px
+  per tile side), `source_mpp` (level-0 um/px of the slide), `source_path` (the slide file), `grid_shape`
+  (n_cols, n_rows); the last four are 0 / "" / (0, 0) when the slide failed before they were known.
+A store appears at its path only complete (atomic rename); a failed slide gets a zero-tile store.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -25,10 +36,34 @@ ENCODINGS = ("jpeg", "raw")
 REQUIRED_DATASETS = ("coords", "grid", "tissue_fraction", "tiles", "thumbnail")
 WRITE_BATCH = 32  # tiles buffered per HDF5 write (32 JPEG tiles ~ 3 MiB)
 REQUIRED_ATTRS = ("slide_id", "tile_px", "mpp", "level0_tile_px", "source_mpp", "grid_shape", "encoding")
+CALLER_ATTRS = ("tile_px", "mpp", "level0_tile_px", "source_mpp", "grid_shape")  # what a writer must be given
 
 
 class TileStoreError(ValueError):
     """A tile store is missing a dataset/attribute or holds tiles of the wrong shape."""
+
+
+@dataclass(frozen=True)
+class StoreAttrs:
+    """The slide-level file attributes a writer is given; None stands for 'not known' (failed before the grid)."""
+
+    tile_px: int
+    mpp: float
+    level0_tile_px: float | None = None
+    source_mpp: float | None = None
+    source_path: str | os.PathLike = ""
+    grid_shape: tuple[int, int] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The attributes as stored, unknown values as 0.0 / (0, 0), in the order they are written."""
+        return {
+            "tile_px": self.tile_px,
+            "mpp": self.mpp,
+            "level0_tile_px": float(self.level0_tile_px) if self.level0_tile_px else 0.0,
+            "source_mpp": float(self.source_mpp) if self.source_mpp else 0.0,
+            "source_path": str(self.source_path),
+            "grid_shape": tuple(self.grid_shape) if self.grid_shape else (0, 0),
+        }
 
 
 def encode_tile(tile: np.ndarray, jpeg_quality: int) -> bytes:
@@ -51,7 +86,7 @@ def write_tile_store(
     grid: np.ndarray,
     tissue_fraction: np.ndarray,
     tiles: Iterable[np.ndarray | bytes] | np.ndarray,
-    attrs: dict[str, Any],
+    attrs: Mapping[str, Any] | StoreAttrs,
     encoding: str = "jpeg",
     jpeg_quality: int = 90,
     thumbnail: np.ndarray | None = None,
@@ -60,14 +95,20 @@ def write_tile_store(
     """Write a tile store atomically, consuming `tiles` one at a time so a slide never sits in memory.
 
     Tiles are RGB arrays (tile_px, tile_px, 3), or already-encoded JPEG bytes when encoding is jpeg.
-    attrs must hold tile_px, mpp, level0_tile_px, source_mpp and grid_shape; source_path is optional.
+    attrs (a StoreAttrs, or a dict) must hold tile_px, mpp, level0_tile_px, source_mpp and grid_shape;
+    source_path is optional.
+    Size: 11 parameters, one per part of the format (three per-tile datasets, the tiles, the attributes, encoding
+    and quality, thumbnail and its scale); a grouping object would only repeat this list in its constructor.
     """
     coords = np.asarray(coords, dtype=np.int64).reshape(-1, 2)
     grid = np.asarray(grid, dtype=np.int32).reshape(-1, 2)
     tissue_fraction = np.asarray(tissue_fraction, dtype=np.float32).reshape(-1)
     n_tiles = len(coords)
     if len(grid) != n_tiles or len(tissue_fraction) != n_tiles:
-        raise TileStoreError(f"{path}: coords ({n_tiles}), grid ({len(grid)}) and tissue_fraction ({len(tissue_fraction)}) differ in length")
+        raise TileStoreError(
+            f"{path}: coords ({n_tiles}), grid ({len(grid)}) and tissue_fraction ({len(tissue_fraction)})"
+            " differ in length"
+        )
     with TileStoreWriter(path, slide_id, attrs, encoding, jpeg_quality, thumbnail, thumbnail_downsample) as writer:
         for tile in tiles:
             if writer.n_tiles >= n_tiles:
@@ -89,7 +130,7 @@ class TileStoreWriter:
         self,
         path: str | os.PathLike,
         slide_id: str,
-        attrs: dict[str, Any],
+        attrs: Mapping[str, Any] | StoreAttrs,
         encoding: str = "jpeg",
         jpeg_quality: int = 90,
         thumbnail: np.ndarray | None = None,
@@ -97,7 +138,8 @@ class TileStoreWriter:
     ) -> None:
         if encoding not in ENCODINGS:
             raise TileStoreError(f"{path}: encoding must be one of {ENCODINGS}, got {encoding!r}")
-        missing = [key for key in ("tile_px", "mpp", "level0_tile_px", "source_mpp", "grid_shape") if key not in attrs]
+        attrs = attrs.as_dict() if isinstance(attrs, StoreAttrs) else dict(attrs)
+        missing = [key for key in CALLER_ATTRS if key not in attrs]
         if missing:
             raise TileStoreError(f"{path}: attrs lack {missing}")
         self.path = Path(path)
@@ -106,7 +148,9 @@ class TileStoreWriter:
         self.encoding = encoding
         self.jpeg_quality = jpeg_quality
         self.tile_px = int(attrs["tile_px"])
-        self.thumbnail = np.full((1, 1, 3), 255, np.uint8) if thumbnail is None else np.asarray(thumbnail, dtype=np.uint8)
+        self.thumbnail = (
+            np.full((1, 1, 3), 255, np.uint8) if thumbnail is None else np.asarray(thumbnail, dtype=np.uint8)
+        )
         self.thumbnail_downsample = float(thumbnail_downsample)
         self._coords: list[np.ndarray] = []
         self._grid: list[np.ndarray] = []
@@ -129,8 +173,14 @@ class TileStoreWriter:
             if self.encoding == "jpeg":
                 shape, chunks, dtype = (0,), (64,), h5py.vlen_dtype(np.uint8)
             else:
-                shape, chunks, dtype = (0, self.tile_px, self.tile_px, 3), (1, self.tile_px, self.tile_px, 3), np.dtype(np.uint8)
-            self._tiles = self._file.create_dataset("tiles", shape=shape, maxshape=(None, *shape[1:]), chunks=chunks, dtype=dtype)
+                shape, chunks, dtype = (
+                    (0, self.tile_px, self.tile_px, 3),
+                    (1, self.tile_px, self.tile_px, 3),
+                    np.dtype(np.uint8),
+                )
+            self._tiles = self._file.create_dataset(
+                "tiles", shape=shape, maxshape=(None, *shape[1:]), chunks=chunks, dtype=dtype
+            )
             self._tiles.attrs["encoding"] = self.encoding
         except BaseException as error:
             self._close_file()
@@ -138,8 +188,10 @@ class TileStoreWriter:
             raise
         return self
 
-    def append(self, tile: np.ndarray | bytes, coord: Sequence[int], grid: Sequence[int], tissue_fraction: float) -> None:
-        """Add one tile (RGB array, or JPEG bytes for a jpeg store) with its level-0 x,y, grid col,row and tissue fraction."""
+    def append(
+        self, tile: np.ndarray | bytes, coord: Sequence[int], grid: Sequence[int], tissue_fraction: float
+    ) -> None:
+        """Add one tile (RGB array, or JPEG bytes for a jpeg store) with its level-0 x,y, grid col,row, tissue share."""
         if self._tiles is None:
             raise TileStoreError(f"{self.path}: append() outside the writer's with-block")
         self._pending.append(_prepared_tile(tile, self.encoding, self.jpeg_quality, self.tile_px, self.path))
@@ -164,7 +216,9 @@ class TileStoreWriter:
         self._tiles.write_direct(block, dest_sel=np.s_[start : start + len(block)])
         self._pending = []
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
         try:
             if kind is None:
                 self._finish()
@@ -199,7 +253,9 @@ class TileStoreWriter:
             self._file, self._tiles = None, None
 
 
-def _prepared_tile(tile: np.ndarray | bytes, encoding: str, jpeg_quality: int, tile_px: int, path: str | os.PathLike) -> np.ndarray:
+def _prepared_tile(
+    tile: np.ndarray | bytes, encoding: str, jpeg_quality: int, tile_px: int, path: str | os.PathLike
+) -> np.ndarray:
     """Turn a tile into what the `tiles` dataset holds for this encoding, checking its shape."""
     if isinstance(tile, (bytes, bytearray, memoryview)):
         if encoding != "jpeg":
@@ -284,7 +340,9 @@ class TileStore:
     def __enter__(self) -> TileStore:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
         self.close()
 
 

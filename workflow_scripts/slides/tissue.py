@@ -67,9 +67,11 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
 
 
 def pen_mask(image: np.ndarray, mpp: float | None = None) -> np.ndarray:
-    """Pixels of green, blue or black marker ink; given the image's mpp, black specks too small to be ink are dropped."""
+    """Pixels of green, blue or black marker ink; given the image's mpp, black specks too small for ink are dropped."""
     hue, saturation, value = rgb_to_hsv(image)
-    green = (hue >= GREEN_HUE[0]) & (hue <= GREEN_HUE[1]) & (saturation > GREEN_MIN_SATURATION) & (value > BLACK_MAX_VALUE)
+    green = (
+        (hue >= GREEN_HUE[0]) & (hue <= GREEN_HUE[1]) & (saturation > GREEN_MIN_SATURATION) & (value > BLACK_MAX_VALUE)
+    )
     blue = (hue >= BLUE_HUE[0]) & (hue <= BLUE_HUE[1]) & (saturation > BLUE_MIN_SATURATION) & (value > BLACK_MAX_VALUE)
     black = value < BLACK_MAX_VALUE
     if mpp is not None and black.any():
@@ -78,7 +80,7 @@ def pen_mask(image: np.ndarray, mpp: float | None = None) -> np.ndarray:
 
 
 def coarse_pen_mask(image: np.ndarray, mpp: float) -> tuple[np.ndarray, float]:
-    """Ink mask of an image at `mpp` um/px, judged at PEN_MPP or coarser; returns it and its pixel size in image pixels."""
+    """Ink mask of an image at `mpp` um/px, judged at PEN_MPP or coarser; returns it and its pixel size in image px."""
     factor = PEN_MPP / mpp
     if factor <= 1.0:
         return pen_mask(image, mpp), 1.0
@@ -184,6 +186,11 @@ def cell_fractions(mask: np.ndarray, cell_px: float, n_cols: int, n_rows: int) -
     integral[1:, 1:] = np.cumsum(np.cumsum(mask, axis=0, dtype=np.float64), axis=1)
     xs = np.clip(np.rint(np.arange(n_cols + 1) * cell_px).astype(int), 0, mask.shape[1])
     ys = np.clip(np.rint(np.arange(n_rows + 1) * cell_px).astype(int), 0, mask.shape[0])
-    totals = integral[ys[1:]][:, xs[1:]] - integral[ys[:-1]][:, xs[1:]] - integral[ys[1:]][:, xs[:-1]] + integral[ys[:-1]][:, xs[:-1]]
+    totals = (
+        integral[ys[1:]][:, xs[1:]]
+        - integral[ys[:-1]][:, xs[1:]]
+        - integral[ys[1:]][:, xs[:-1]]
+        + integral[ys[:-1]][:, xs[:-1]]
+    )
     areas = np.outer(ys[1:] - ys[:-1], xs[1:] - xs[:-1]).astype(np.float64)
     return np.where(areas > 0, totals / np.maximum(areas, 1), 0.0).astype(np.float32)
