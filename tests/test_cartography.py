@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
+from qc_rows import qc_frame
 from workflow_scripts.analysis.cartography import (
     BACKGROUND,
     place_on_grid,
     read_cartography,
     read_store_layout,
     slide_cartography,
+    write_cartographies,
     write_cartography,
 )
-from workflow_scripts.learning.predictions import SlidePredictions
+from workflow_scripts.analysis.ensemble import choose_members, write_members
+from workflow_scripts.learning.predictions import SlidePredictions, write_predictions
+from workflow_scripts.slides.qc_table import write_qc_table
 from workflow_scripts.slides.tilestore import write_tile_store
 
 TILE = 512
@@ -79,3 +84,33 @@ def test_slide_without_tiles_is_all_background(tmp_path):
     empty = SlidePredictions("S0", "A", np.zeros((0, 2), np.int64), np.zeros((0, 1), np.float32), (0,))
     tensor = slide_cartography(layout, [empty, empty], [[0], [0]], 0.5)
     assert tensor.shape == (3, 4, 2) and (tensor == BACKGROUND).all()
+
+
+def test_write_cartographies_for_passed_slides(tmp_path):
+    grid = [[0, 0], [1, 0], [1, 1]]
+    coords = make_store(tmp_path / "tiles" / "S1.h5", "S1", grid, (2, 2))
+    scores = {"A": np.array([[0.9, 0.9], [0.8, 0.9], [0.1, 0.9]], np.float32),
+              "B": np.array([[0.1, 0.1], [0.9, 0.9], [0.9, 0.7]], np.float32)}
+    for trait, values in scores.items():
+        predictions = SlidePredictions("S1", trait, coords, values, (0, 1))
+        (tmp_path / "predictions" / trait).mkdir(parents=True)
+        write_predictions(tmp_path / "predictions" / trait / "S1.h5", predictions)
+    metrics = pd.DataFrame({"trait": ["A", "A", "B", "B"], "split": [0, 1, 0, 1], "best_val_slide_auc": [0.9, 0.8] * 2})
+    write_members(choose_members(metrics, top_k=2), tmp_path / "members.tsv")
+    qc = qc_frame([{"slide_id": "S1", "patient_id": "P1", "status": "pass"},
+                   {"slide_id": "S9", "patient_id": "P9", "status": "fail"}])
+    write_qc_table(qc, tmp_path / "qc.tsv")
+    folders = [tmp_path / "predictions" / "A", tmp_path / "predictions" / "B"]
+    count = write_cartographies(folders, tmp_path / "members.tsv", tmp_path / "qc.tsv", [tmp_path / "tiles" / "S1.h5"],
+                                ["A", "B"], 0.5, tmp_path / "cartography")
+    assert count == 1 and [path.name for path in (tmp_path / "cartography").iterdir()] == ["S1.h5"]
+    tensor, traits, slide_id = read_cartography(tmp_path / "cartography" / "S1.h5")
+    # ensemble call = a majority of the 2 members above 0.5: tile (0,0) A only, (1,0) both, (1,1) B only
+    expected = np.full((2, 2, 2), BACKGROUND, np.uint8)
+    expected[0, 0], expected[0, 1], expected[1, 1] = (1, 0), (1, 1), (0, 1)
+    np.testing.assert_array_equal(tensor, expected)
+    assert traits == ["A", "B"] and slide_id == "S1"
+    with pytest.raises(FileNotFoundError, match="S1"):
+        write_cartographies(folders, tmp_path / "members.tsv", tmp_path / "qc.tsv", [], ["A", "B"], 0.5,
+                            tmp_path / "again")
+    assert not (tmp_path / "again").exists()

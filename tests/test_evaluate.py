@@ -2,28 +2,37 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
-from qc_rows import qc_frame
 from scipy.stats import false_discovery_control, spearmanr
 from sklearn.metrics import roc_auc_score
 
-from workflow_scripts.analysis.ensemble import choose_members
+from qc_rows import qc_frame
+from workflow_scripts.analysis.ensemble import choose_members, read_members
 from workflow_scripts.analysis.evaluate import (
+    EvaluationInputs,
+    EvaluationOutputs,
     assign_sets,
     benjamini_hochberg,
     bootstrap_auc_ci,
     collect_slide_scores,
+    ensemble_rows,
     evaluation_sets,
     plot_figure2,
+    prediction_folders,
     spearman_table,
     table1,
+    write_evaluation,
 )
 from workflow_scripts.common.tables import write_tsv
+from workflow_scripts.learning.labels import write_labels
 from workflow_scripts.learning.predictions import SlidePredictions, write_predictions
 from workflow_scripts.learning.slide_score import slide_auc as auc
-from workflow_scripts.slides.qc_table import passed_slides
+from workflow_scripts.learning.splits import write_splits
+from workflow_scripts.slides.qc_table import passed_slides, write_qc_table
 
 
 def test_auc_matches_sklearn_with_ties():
@@ -56,7 +65,8 @@ def test_bootstrap_ci_narrows_with_more_slides():
 
     assert width(400) < width(20)
     labels, scores, patients = np.array([0, 1]), np.array([0.1, 0.9]), np.array(["a", "b"])
-    assert bootstrap_auc_ci(patients, labels, scores, 50, 0.95, [1]) == bootstrap_auc_ci(patients, labels, scores, 50, 0.95, [1])
+    first = bootstrap_auc_ci(patients, labels, scores, 50, 0.95, [1])
+    assert first == bootstrap_auc_ci(patients, labels, scores, 50, 0.95, [1])
 
 
 def test_evaluation_sets_rule():
@@ -86,7 +96,8 @@ def _cohort(tmp_path, n_patients: int = 24):
         n_slides = 2 if index % 5 == 0 else 1
         for number in range(1, n_slides + 1):
             slides.append((f"{patient}-DX{number}", patient))
-            qc_rows.append({"slide_id": f"{patient}-DX{number}", "patient_id": patient, "status": "pass", "n_tiles": 20})
+            qc_rows.append({"slide_id": f"{patient}-DX{number}", "patient_id": patient, "status": "pass",
+                            "n_tiles": 20})
     qc_rows.append({"slide_id": "failed", "patient_id": "P00", "status": "fail", "n_tiles": 0})
     prediction_dirs = {}
     for trait in ("A", "B"):
@@ -104,10 +115,12 @@ def _cohort(tmp_path, n_patients: int = 24):
             coords = rng.permutation(np.stack(np.meshgrid(np.arange(5), np.arange(4)), -1).reshape(-1, 2)) * 512
             signal = percentile_of[patient] / 100
             scores = np.clip(rng.normal(signal, 0.25, (20, 3)), 0, 1).astype(np.float32)
-            write_predictions(directory / f"{slide_id}.h5", SlidePredictions(slide_id, trait, coords, scores, (0, 1, 2)))
+            predictions = SlidePredictions(slide_id, trait, coords, scores, (0, 1, 2))
+            write_predictions(directory / f"{slide_id}.h5", predictions)
         prediction_dirs[trait] = directory
     labels = pd.DataFrame(label_rows)
-    splits = pd.DataFrame({"patient_id": patients, "test": [index % 3 == 0 or index % 4 == 0 for index in range(n_patients)]})
+    test = [index % 3 == 0 or index % 4 == 0 for index in range(n_patients)]
+    splits = pd.DataFrame({"patient_id": patients, "test": test})
     metrics = pd.DataFrame({"trait": ["A"] * 3 + ["B"] * 3, "split": [0, 1, 2] * 2,
                             "best_val_slide_auc": [0.9, 0.8, 0.7, 0.6, 0.9, 0.8]})
     return prediction_dirs, labels, splits, qc_frame(qc_rows), metrics
@@ -128,16 +141,18 @@ def test_table1_spearman_and_figure(tmp_path):
     assert result.loc["A", "test_auc_min"] == pytest.approx(min(per_split))
     ensemble = test_a[test_a["model"] == "ensemble"]
     assert result.loc["A", "n_test"] == len(ensemble)
-    assert result.loc["A", "test_auc_ensemble"] == pytest.approx(roc_auc_score(ensemble["label"].astype(int), ensemble["score"]))
-    ood = slide_table[(slide_table["trait"] == "B") & (slide_table["set"] == "ood_all") & (slide_table["model"] == "ensemble")]
-    assert result.loc["B", "ood_all_auc_ensemble"] == pytest.approx(roc_auc_score(ood["label"].astype(int), ood["score"]))
+    expected = roc_auc_score(ensemble["label"].astype(int), ensemble["score"])
+    assert result.loc["A", "test_auc_ensemble"] == pytest.approx(expected)
+    ood = ensemble_rows(slide_table, "B", "ood_all")
+    expected = roc_auc_score(ood["label"].astype(int), ood["score"])
+    assert result.loc["B", "ood_all_auc_ensemble"] == pytest.approx(expected)
     assert result.loc["B", "ood_all_auc_ensemble_ci_low"] <= result.loc["B", "ood_all_auc_ensemble"]
     again = table1(slide_table, ["A", "B"], n_boot=100, ci=0.95, seed=42)
     pd.testing.assert_frame_equal(result.reset_index(), again)
 
     spearman = spearman_table(slide_table, labels)
     row = spearman[(spearman["trait"] == "A") & (spearman["set"] == "all")].iloc[0]
-    data = slide_table[(slide_table["trait"] == "A") & (slide_table["set"] == "all") & (slide_table["model"] == "ensemble")]
+    data = ensemble_rows(slide_table, "A", "all")
     data = data.merge(labels[labels["trait"] == "A"][["patient_id", "percentile"]], on="patient_id")
     assert row["rho"] == pytest.approx(spearmanr(data["score"], data["percentile"]).statistic)
     assert row["rho"] > 0.5
@@ -156,3 +171,38 @@ def test_one_class_set_gives_nan_auc():
     row = table1(table, ["A"], n_boot=20, ci=0.95, seed=0).iloc[0]
     assert np.isnan(row["test_auc_ensemble"]) and np.isnan(row["test_auc_ensemble_ci_low"])
     assert row["n_test"] == 2
+
+
+def test_write_evaluation_matches_the_steps(tmp_path):
+    prediction_dirs, labels, splits, qc, metrics = _cohort(tmp_path, n_patients=12)
+    metric_paths = []
+    for _, row in metrics.iterrows():
+        path = tmp_path / "models" / row["trait"] / f"split_{row['split']}" / "metrics.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps({"best_val_slide_auc": row["best_val_slide_auc"], "split": int(row["split"]),
+                                    "trait": row["trait"]}))
+        metric_paths.append(path)
+    label_paths = []
+    for trait, rows in labels.groupby("trait"):
+        write_labels(rows, tmp_path / f"{trait}.tsv")
+        label_paths.append(tmp_path / f"{trait}.tsv")
+    write_splits(splits, tmp_path / "splits.tsv")
+    write_qc_table(qc, tmp_path / "qc.tsv")
+    inputs = EvaluationInputs([prediction_dirs["B"], prediction_dirs["A"]], metric_paths, label_paths,
+                              tmp_path / "splits.tsv", tmp_path / "qc.tsv")
+    out = tmp_path / "evaluation"
+    outputs = EvaluationOutputs(out / "members.tsv", out / "slide_scores.tsv", out / "table1.tsv",
+                                out / "spearman.tsv", out / "figure2.png", out / "figure2.pdf")
+    settings = {"top_k": 2, "threshold": 0.5}, {"bootstrap": 30, "ci": 0.95}
+    summary = write_evaluation(inputs, outputs, ["A", "B"], *settings, 42)
+
+    members = choose_members(metrics, top_k=2)
+    scores = collect_slide_scores(prediction_dirs, members, 0.5, passed_slides(qc))
+    slide_table = assign_sets(scores, labels, set(splits.loc[splits["test"], "patient_id"]))
+    pd.testing.assert_frame_equal(summary, table1(slide_table, ["A", "B"], n_boot=30, ci=0.95, seed=42))
+    written = pd.read_csv(out / "table1.tsv", sep="\t")
+    np.testing.assert_allclose(written["test_auc_ensemble"], summary["test_auc_ensemble"])
+    assert read_members(out / "members.tsv")["chosen"].sum() == 4
+    assert (out / "figure2.pdf").read_bytes()[:4] == b"%PDF" and (out / "spearman.tsv").stat().st_size > 0
+    with pytest.raises(ValueError, match="'C'"):
+        prediction_folders(inputs.predictions, ["A", "C"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from test_cartography import make_store
 from workflow_scripts.analysis.cartography import read_store_layout
 from workflow_scripts.analysis.maps import (
     BACKGROUND_COLOUR,
@@ -14,8 +15,6 @@ from workflow_scripts.analysis.maps import (
     legend_entries,
     plot_map,
 )
-
-from test_cartography import make_store
 
 
 def test_palette_is_fixed_and_distinct():

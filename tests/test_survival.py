@@ -15,20 +15,19 @@ from lifelines import CoxPHFitter
 from lifelines.statistics import logrank_test
 
 from test_evaluate import _cohort as prediction_cohort
-from workflow_scripts.learning.labels import write_labels
-from workflow_scripts.learning.splits import write_splits
-from workflow_scripts.slides.qc_table import write_qc_table
 from workflow_scripts.analysis.survival import (
     category_groups,
     choose_traits,
     cox_models,
     logrank_table,
     one_slide_per_patient,
-    plot_distributions,
-    plot_km,
     survival_cohort,
     survival_patients,
 )
+from workflow_scripts.analysis.survival_figures import plot_distributions, plot_km
+from workflow_scripts.learning.labels import write_labels
+from workflow_scripts.learning.splits import write_splits
+from workflow_scripts.slides.qc_table import write_qc_table
 from workflow_scripts.slides.tilestore import write_tile_store
 
 UUID = "0a1b2c3d-0000-4000-8000-00000000000{}"
@@ -150,7 +149,8 @@ rule evaluate:
     output: members="evaluation/ensemble_members.tsv", slide_scores="evaluation/slide_scores.tsv",
             table1="evaluation/table1.tsv", spearman="evaluation/spearman.tsv",
             figure_png="evaluation/figure2.png", figure_pdf="evaluation/figure2.pdf"
-    params: traits=TRAITS, ensemble={{"top_k": 3, "threshold": 0.5}}, evaluation={{"bootstrap": 50, "ci": 0.95}}, seed=42
+    params: traits=TRAITS, ensemble={{"top_k": 3, "threshold": 0.5}}, evaluation={{"bootstrap": 50, "ci": 0.95}},
+            seed=42
     log: "logs/evaluate.log"
     script: SCRIPTS + "/evaluate.py"
 rule choose_traits:
@@ -176,7 +176,8 @@ rule heterogeneity:
 rule survival:
     input: hti="heterogeneity/hti.tsv", clinical="survival/clinical.tsv", labels=expand("labels/{{t}}.tsv", t=TRAITS),
            splits="splits/splits.tsv", traits="heterogeneity/traits.tsv"
-    output: logrank="survival/logrank.tsv", cox="survival/cox.tsv", cohort="survival/cohort.tsv", figures=directory("survival/figures")
+    output: logrank="survival/logrank.tsv", cox="survival/cox.tsv", cohort="survival/cohort.tsv",
+            figures=directory("survival/figures")
     params: survival={{"thresholds": [{{"low_max": 0.5, "high_min": 0.5}}, {{"low_max": 0.3, "high_min": 0.7}}]}}
     log: "logs/survival.log"
     script: SCRIPTS + "/survival.py"

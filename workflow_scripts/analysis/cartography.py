@@ -7,16 +7,19 @@ placed through the tile store's (x, y) -> (col, row) table, matched by level-0 c
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from workflow_scripts.analysis.ensemble import align_by_coords, chosen_splits, ensemble_positive, read_members
 from workflow_scripts.common.atomic import atomic_path
-from workflow_scripts.analysis.ensemble import align_by_coords, ensemble_positive
-from workflow_scripts.learning.predictions import SlidePredictions
+from workflow_scripts.learning.predictions import SlidePredictions, prediction_path, read_predictions
+from workflow_scripts.slides.qc_table import read_passed_slides
 from workflow_scripts.slides.tilestore import TileStore
 
 BACKGROUND = 255
@@ -100,3 +103,46 @@ def read_cartography(path: str | os.PathLike) -> tuple[np.ndarray, list[str], st
         traits = [value.decode() if isinstance(value, bytes) else str(value) for value in handle.attrs["traits"]]
         slide_id = handle.attrs.get("slide_id", Path(path).stem)
     return tensor, traits, slide_id.decode() if isinstance(slide_id, bytes) else str(slide_id)
+
+
+def slide_predictions(
+    prediction_dirs: dict[str, Path], slide_id: str, traits: list[str]
+) -> list[SlidePredictions]:
+    """Predictions of one slide for each trait in order; raises naming the slide and trait when a file is missing."""
+    predictions = []
+    for trait in traits:
+        path = prediction_path(prediction_dirs[trait], slide_id)
+        if not path.exists():
+            raise FileNotFoundError(f"slide {slide_id}: no predictions of trait {trait} at {path}")
+        predictions.append(read_predictions(path, trait))
+    return predictions
+
+
+def write_cartographies(
+    prediction_paths: Sequence[str | os.PathLike],
+    members_path: str | os.PathLike,
+    qc_path: str | os.PathLike,
+    store_paths: Sequence[str | os.PathLike],
+    traits: list[str],
+    threshold: float,
+    directory: str | os.PathLike,
+    log: logging.Logger | None = None,
+) -> int:
+    """Write cartography/{slide_id}.h5 for every QC-passed slide into a folder made atomically; returns the count."""
+    log = log or logging.getLogger(__name__)
+    prediction_dirs = {Path(path).name: Path(path) for path in prediction_paths}
+    members_table = read_members(members_path)
+    members = [chosen_splits(members_table, trait) for trait in traits]
+    stores = {Path(path).stem: path for path in store_paths}
+    slides = read_passed_slides(qc_path)
+    with atomic_path(directory) as folder:
+        folder.mkdir()
+        for slide_id in slides["slide_id"]:
+            if slide_id not in stores:
+                raise FileNotFoundError(f"no tile store given for QC-passed slide {slide_id}")
+            layout = read_store_layout(stores[slide_id])
+            tensor = slide_cartography(layout, slide_predictions(prediction_dirs, slide_id, traits), members, threshold)
+            write_cartography(folder / f"{slide_id}.h5", tensor, traits, slide_id)
+            log.info("%s: cartography %s, %d tiles", slide_id, tensor.shape, len(layout.coords))
+    return len(slides)
+

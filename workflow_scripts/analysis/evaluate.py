@@ -13,19 +13,25 @@ Evaluation sets per trait:
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy.stats import false_discovery_control, spearmanr
 
+from workflow_scripts.analysis.ensemble import choose_members, chosen_splits, read_metrics, slide_scores, write_members
 from workflow_scripts.common.figures import pyplot, save_figure
 from workflow_scripts.common.seeds import stable_seed
-from workflow_scripts.analysis.ensemble import chosen_splits, slide_scores
+from workflow_scripts.common.tables import write_tsv
+from workflow_scripts.learning.labels import read_labels
 from workflow_scripts.learning.predictions import read_predictions
 from workflow_scripts.learning.slide_score import slide_auc
+from workflow_scripts.learning.splits import held_out_patients, read_splits
+from workflow_scripts.slides.qc_table import read_passed_slides
 
 EVALUATION_SETS = ("test", "ood_near", "ood_all")
 SPEARMAN_SETS = ("test", "ood_near", "ood_all", "all")
@@ -136,9 +142,7 @@ def table1(slide_table: pd.DataFrame, traits: list[str], n_boot: int, ci: float,
         row["test_auc_min"] = float(np.min(defined)) if defined else float("nan")
         row["test_auc_max"] = float(np.max(defined)) if defined else float("nan")
         for set_name in EVALUATION_SETS:
-            ensemble = slide_table[
-                (slide_table["trait"] == trait) & (slide_table["set"] == set_name) & (slide_table["model"] == "ensemble")
-            ].dropna(subset=["score"])
+            ensemble = ensemble_rows(slide_table, trait, set_name)
             labels = ensemble["label"].to_numpy(int)
             scores = ensemble["score"].to_numpy(float)
             low, high = bootstrap_auc_ci(
@@ -192,7 +196,15 @@ def spearman_table(slide_table: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFr
     return frame
 
 
-def plot_figure2(slide_table: pd.DataFrame, traits: list[str], png: str | os.PathLike, pdf: str | os.PathLike, seed: int) -> None:
+def ensemble_rows(slide_table: pd.DataFrame, trait: str, set_name: str) -> pd.DataFrame:
+    """Scored ensemble rows of one trait and evaluation set, the slides Table 1 and Figure 2 are built from."""
+    chosen = (slide_table["trait"] == trait) & (slide_table["set"] == set_name) & (slide_table["model"] == "ensemble")
+    return slide_table[chosen].dropna(subset=["score"])
+
+
+def plot_figure2(
+    slide_table: pd.DataFrame, traits: list[str], png: str | os.PathLike, pdf: str | os.PathLike, seed: int
+) -> None:
     """Figure 2: ensemble slide scores by reference label per trait (rows) for test, OOD-near, OOD-all (columns)."""
     plt = pyplot()
     titles = {"test": "Test", "ood_near": "OOD-near", "ood_all": "OOD-all"}
@@ -203,9 +215,7 @@ def plot_figure2(slide_table: pd.DataFrame, traits: list[str], png: str | os.Pat
     for row, trait in enumerate(traits):
         for column, set_name in enumerate(EVALUATION_SETS):
             axis = axes[row][column]
-            data = slide_table[
-                (slide_table["trait"] == trait) & (slide_table["set"] == set_name) & (slide_table["model"] == "ensemble")
-            ].dropna(subset=["score"])
+            data = ensemble_rows(slide_table, trait, set_name)
             groups = [data.loc[data["label"] == label, "score"].to_numpy(float) for label in (0, 1)]
             axis.boxplot(groups, positions=[0, 1], widths=0.5, showfliers=False)
             for position, values in enumerate(groups):
@@ -218,3 +228,65 @@ def plot_figure2(slide_table: pd.DataFrame, traits: list[str], png: str | os.Pat
                 axis.set_ylabel("ensemble slide score")
     figure.tight_layout()
     save_figure(figure, png, pdf, dpi=150)
+
+
+@dataclass(frozen=True)
+class EvaluationInputs:
+    """What the evaluation job reads: one prediction folder per trait (named by it), metrics, labels, splits, QC."""
+
+    predictions: Sequence[str | os.PathLike]
+    metrics: Sequence[str | os.PathLike]
+    labels: str | os.PathLike | Sequence[str | os.PathLike]
+    splits: str | os.PathLike
+    qc: str | os.PathLike
+
+
+@dataclass(frozen=True)
+class EvaluationOutputs:
+    """Where the evaluation job writes: members, slide scores, Table 1, Spearman and Figure 2 (PNG and PDF)."""
+
+    members: str | os.PathLike
+    slide_scores: str | os.PathLike
+    table1: str | os.PathLike
+    spearman: str | os.PathLike
+    figure_png: str | os.PathLike
+    figure_pdf: str | os.PathLike
+
+
+def prediction_folders(paths: Sequence[str | os.PathLike], traits: list[str]) -> dict[str, str | os.PathLike]:
+    """The prediction folder of each trait (folder name = trait), in trait order; raises naming missing traits."""
+    folders = {Path(path).name: path for path in paths}
+    missing = [trait for trait in traits if trait not in folders]
+    if missing:
+        raise ValueError(f"no prediction directory for traits {missing} among {list(folders)}")
+    return {trait: folders[trait] for trait in traits}
+
+
+def write_evaluation(
+    inputs: EvaluationInputs,
+    outputs: EvaluationOutputs,
+    traits: list[str],
+    ensemble: dict,
+    evaluation: dict,
+    seed: int,
+    log: logging.Logger | None = None,
+) -> pd.DataFrame:
+    """Choose the ensemble members, score the slides and write Table 1, Spearman and Figure 2; returns Table 1."""
+    log = log or logging.getLogger(__name__)
+    folders = prediction_folders(inputs.predictions, traits)
+    members = choose_members(read_metrics(inputs.metrics), int(ensemble["top_k"]))
+    log.info("ensemble members:\n%s", members[members["chosen"]].to_string(index=False))
+    labels = read_labels(inputs.labels)
+    held_out = held_out_patients(read_splits(inputs.splits))
+    scores = collect_slide_scores(folders, members, float(ensemble["threshold"]), read_passed_slides(inputs.qc))
+    slide_table = assign_sets(scores, labels, held_out)
+    log.info("scored %d slides for %d traits", scores["slide_id"].nunique(), len(traits))
+    summary = table1(slide_table, traits, int(evaluation["bootstrap"]), float(evaluation["ci"]), seed)
+    log.info("table 1:\n%s", summary.to_string(index=False))
+    write_members(members, outputs.members)
+    write_tsv(slide_table, outputs.slide_scores)
+    write_tsv(summary, outputs.table1)
+    write_tsv(spearman_table(slide_table, labels), outputs.spearman)
+    plot_figure2(slide_table, traits, outputs.figure_png, outputs.figure_pdf, seed)
+    return summary
+

@@ -6,9 +6,14 @@ import os
 
 import numpy as np
 
-from workflow_scripts.common.atomic import atomic_path
 from workflow_scripts.analysis.cartography import StoreLayout
-from workflow_scripts.analysis.heterogeneity import combination_ids, combination_label, n_combinations, positive_and_mask
+from workflow_scripts.analysis.heterogeneity import (
+    combination_ids,
+    combination_label,
+    n_combinations,
+    positive_and_mask,
+)
+from workflow_scripts.common.figures import pyplot, save_figure
 
 NONE_COLOUR = (0.83, 0.83, 0.83)
 BACKGROUND_COLOUR = (1.0, 1.0, 1.0)
@@ -43,10 +48,19 @@ def heterogeneity_image(tensor: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def legend_entries(traits: list[str]) -> list[tuple[str, tuple[float, float, float]]]:
     """Legend names and colours of all 2**K - 1 combinations, then 'none' and 'background'."""
     palette = combination_palette(len(traits))
-    entries = [(combination_label(index, traits), palette[index]) for index in range(1, n_combinations(len(traits)) + 1)]
+    entries = [(combination_label(index, traits), palette[index])
+               for index in range(1, n_combinations(len(traits)) + 1)]
     entries.append(("none positive", NONE_COLOUR))
     entries.append(("background (no tile)", BACKGROUND_COLOUR))
     return entries
+
+
+def legend_handles(traits: list[str]) -> list:
+    """Legend patches of every combination, shared by the single maps and the gallery."""
+    from matplotlib.patches import Patch
+
+    return [Patch(facecolor=colour, edgecolor="black", linewidth=0.5, label=name)
+            for name, colour in legend_entries(traits)]
 
 
 def grid_extent(layout: StoreLayout) -> tuple[float, float, float, float]:
@@ -71,12 +85,7 @@ def plot_map(
     layout: StoreLayout | None = None,
 ) -> None:
     """Save the heterogeneity map as PNG; with a layout holding a thumbnail, draw it over the slide thumbnail."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
-
+    plt = pyplot()
     image, tiles = heterogeneity_image(tensor)
     figure, axis = plt.subplots(figsize=(7.5, 5.5))
     if layout is not None and layout.thumbnail is not None:
@@ -89,12 +98,10 @@ def plot_map(
         axis.imshow(image, interpolation="nearest")
     axis.set_axis_off()
     axis.set_title(title, fontsize=9)
-    handles = [Patch(facecolor=colour, edgecolor="black", linewidth=0.5, label=name) for name, colour in legend_entries(traits)]
+    handles = legend_handles(traits)
     axis.legend(handles=handles, loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7, frameon=False)
     figure.tight_layout()
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, format="png", dpi=120, bbox_inches="tight", metadata={"Software": None})
-    plt.close(figure)
+    save_figure(figure, path, dpi=120, tight=True)
 
 
 def plot_gallery(
@@ -104,12 +111,7 @@ def plot_gallery(
     columns: int = 6,
 ) -> None:
     """Save heterogeneity maps side by side in the given order (the report's gallery, ordered by HTI)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
-
+    plt = pyplot()
     rows = max(1, -(-len(maps) // columns))
     figure, axes = plt.subplots(rows, columns, figsize=(2.2 * columns, 1.9 * rows + 0.8), squeeze=False)
     for axis in axes.ravel():
@@ -119,9 +121,7 @@ def plot_gallery(
         axis.imshow(image, interpolation="nearest")
         label = "HTI n/a" if np.isnan(value) else f"HTI {value:.2f}"
         axis.set_title(f"{name[:23]}\n{label}", fontsize=6)
-    handles = [Patch(facecolor=colour, edgecolor="black", linewidth=0.5, label=name) for name, colour in legend_entries(traits)]
+    handles = legend_handles(traits)
     figure.legend(handles=handles, loc="lower center", ncol=min(len(handles), 4), fontsize=7, frameon=False)
     figure.tight_layout(rect=(0, 0.06, 1, 1))
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, format="png", dpi=110, metadata={"Software": None})
-    plt.close(figure)
+    save_figure(figure, path, dpi=110)

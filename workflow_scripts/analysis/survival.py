@@ -8,15 +8,12 @@ Degenerate comparisons (an empty group, no event, a failed fit) are written as N
 
 from __future__ import annotations
 
-import os
 import re
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from workflow_scripts.common.atomic import atomic_path
 from workflow_scripts.inputs.barcodes import parse_barcode
 
 LOGRANK_COLUMNS = [
@@ -130,7 +127,8 @@ def logrank_table(cohort: pd.DataFrame, traits: list[str], thresholds: list[dict
 def expression_logrank(cohort: pd.DataFrame, trait: str) -> dict:
     """Log-rank of bulk high (label 1) vs low (label 0) expression of one trait (Figure 5a)."""
     low, high = cohort[cohort["label"] == 0], cohort[cohort["label"] == 1]
-    return {"comparison": "expression_label", "traits": trait, "low_max": np.nan, "high_min": np.nan} | logrank(low, high)
+    row = {"comparison": "expression_label", "traits": trait, "low_max": np.nan, "high_min": np.nan}
+    return row | logrank(low, high)
 
 
 def expression_cohort(labels: pd.DataFrame, clinical: pd.DataFrame, trait: str) -> pd.DataFrame:
@@ -192,7 +190,8 @@ def _cox_rows(model: str, data: pd.DataFrame, covariates: list[str]) -> list[dic
             warnings.simplefilter("ignore")
             fitter.fit(frame, duration_col="os_months", event_col="os_event")
     except Exception as error:  # lifelines raises ConvergenceError and numpy errors on separable data
-        return [_failed_row(model, covariate, n, events, f"fit failed: {error}".splitlines()[0]) for covariate in covariates]
+        reason = f"fit failed: {error}".splitlines()[0]
+        return [_failed_row(model, covariate, n, events, reason) for covariate in covariates]
     summary = fitter.summary
     return [
         {
@@ -213,80 +212,31 @@ def _failed_row(model: str, covariate: str, n: int, events: int, reason: str) ->
             "p": nan, "n": n, "events": events, "note": reason}
 
 
-def plot_km(groups: dict[str, pd.DataFrame], title: str, path: str | os.PathLike) -> None:
-    """Kaplan-Meier curves with 95% CI bands and numbers at risk for named groups (empty groups are skipped)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from lifelines import KaplanMeierFitter
-    from lifelines.plotting import add_at_risk_counts
-
-    figure, axis = plt.subplots(figsize=(6.5, 5))
-    fitters = []
-    for name, group in groups.items():
-        if group.empty:
-            continue
-        fitter = KaplanMeierFitter(label=f"{name} (n={len(group)})")
-        fitter.fit(group["os_months"], group["os_event"])
-        fitter.plot_survival_function(ax=axis, ci_show=True)
-        fitters.append(fitter)
-    if fitters:
-        add_at_risk_counts(*fitters, ax=axis)
-    else:
-        axis.text(0.5, 0.5, "no patients in any group", ha="center", va="center", transform=axis.transAxes)
-    axis.set_xlabel("overall survival (months)")
-    axis.set_ylabel("survival probability")
-    axis.set_ylim(0, 1.05)
-    axis.set_title(title, fontsize=9)
-    figure.tight_layout()
-    _save(figure, path)
-
-
-def plot_distributions(panels: list[tuple[str, dict[str, np.ndarray]]], ylabel: str, path: str | os.PathLike) -> None:
-    """Box plots with points of HTI per category for several panels (Figures 5b and 6)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, max(len(panels), 1), figsize=(4 * max(len(panels), 1), 4), squeeze=False)
-    rng = np.random.default_rng(0)
-    for axis, (title, groups) in zip(axes[0], panels):
-        names = [name for name, values in groups.items() if len(values)]
-        if not names:
-            axis.text(0.5, 0.5, "not available", ha="center", va="center", transform=axis.transAxes)
-        else:
-            values = [np.asarray(groups[name], dtype=float) for name in names]
-            axis.boxplot(values, positions=range(len(names)), widths=0.5, showfliers=False)
-            for position, points in enumerate(values):
-                axis.scatter(position + rng.uniform(-0.12, 0.12, points.size), points, s=10, alpha=0.7)
-            axis.set_xticks(range(len(names)), [f"{name}\n(n={len(groups[name])})" for name in names], fontsize=8)
-        axis.set_title(title, fontsize=9)
-        axis.set_ylabel(ylabel)
-    figure.tight_layout()
-    _save(figure, path)
-
-
 def category_groups(cohort: pd.DataFrame, column: str) -> dict[str, np.ndarray]:
     """Non-missing HTI values per category of a clinical or label column (empty when the column is absent)."""
     if column not in cohort.columns:
         return {}
     data = cohort.dropna(subset=["hti", column])
     data = data[data[column].astype(str).str.strip() != ""]
-    return {str(name): group["hti"].to_numpy(float) for name, group in data.groupby(data[column].astype(str), sort=True)}
+    groups = data.groupby(data[column].astype(str), sort=True)
+    return {str(name): group["hti"].to_numpy(float) for name, group in groups}
 
 
-def _save(figure, path: str | os.PathLike) -> None:
-    """Save a PNG atomically without timestamps and close the figure."""
-    import matplotlib.pyplot as plt
-
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, format="png", dpi=120, metadata={"Software": None})
-    plt.close(figure)
 
 
-def threshold_name(low_max: float, high_min: float) -> str:
-    """File-name part for a threshold pair, e.g. km_hti_0.3_0.7.png."""
-    return f"{low_max:g}_{high_min:g}"
+def expression_panels(cohort: pd.DataFrame, labels: pd.DataFrame, traits: list[str]) -> list[tuple[str, dict]]:
+    """Figure 5b panels: HTI of the cohort split by each trait's bulk expression above or below the median."""
+    chosen = labels[labels["trait"].isin(traits)][["patient_id", "trait", "median_label"]]
+    labelled = cohort.merge(chosen, on="patient_id")
+    panels = []
+    for trait in traits:
+        rows = labelled[labelled["trait"] == trait].assign(
+            expression=lambda frame: frame["median_label"].map({0: "below median", 1: "above median"}))
+        panels.append((f"HTI by {trait} expression", category_groups(rows, "expression")))
+    return panels
+
+
+def clinical_panels(cohort: pd.DataFrame) -> list[tuple[str, dict]]:
+    """Figure 6 panels: HTI by ER status and by PAM50 subtype."""
+    return [("HTI by ER status", category_groups(cohort, "er_status")),
+            ("HTI by PAM50 subtype", category_groups(cohort, "subtype"))]
