@@ -16,11 +16,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from workflow_runner import make_workdir, snakemake  # noqa: E402
+from workflow_scripts.analysis.evaluation_tables import read_slide_scores, read_table1  # noqa: E402
 
 COLUMNS = ("test", "ood_near", "ood_all")
 PERMUTATIONS = 10_000
@@ -38,8 +38,8 @@ def main(workdir: Path) -> int:
     """Run the signal-0 demo and report whether every ensemble AUC is consistent with chance."""
     make_workdir(workdir, {"demo": {"signal": 0.0}, "cohort": "demo"})
     snakemake(workdir, "--cores", "2", "--until", "evaluate", timeout=7200)
-    table = pd.read_csv(workdir / "results/demo/evaluation/table1.tsv", sep="\t")
-    scores = pd.read_csv(workdir / "results/demo/evaluation/slide_scores.tsv", sep="\t")
+    table = read_table1(workdir / "results/demo/evaluation/table1.tsv")
+    scores = read_slide_scores(workdir / "results/demo/evaluation/slide_scores.tsv")
     ensemble = scores[scores["model"] == "ensemble"]
     failures = 0
     print("trait\tset\tn\tAUC\t95% CI\tpermutation p\tconsistent with chance")
@@ -51,7 +51,8 @@ def main(workdir: Path) -> int:
             p_value = permutation_p_value(rows["label"].to_numpy(), rows["score"].to_numpy())
             chance = bool(low <= 0.5 <= high) or p_value >= 0.05
             failures += not chance
-            print(f"{row['trait']}\t{name}\t{row[f'n_{name}']}\t{auc:.3f}\t[{low:.3f}, {high:.3f}]\t{p_value:.3f}\t{chance}")
+            interval = f"[{low:.3f}, {high:.3f}]"
+            print(f"{row['trait']}\t{name}\t{row[f'n_{name}']}\t{auc:.3f}\t{interval}\t{p_value:.3f}\t{chance}")
     return 1 if failures else 0
 
 

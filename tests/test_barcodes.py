@@ -62,7 +62,15 @@ def test_barcode_is_frozen():
 
 @pytest.mark.parametrize(
     "bad",
-    ["", "TCGA", "TCGA-A1-A0S", "XXXX-A1-A0SB", "TCGA-A1-A0SB-1A", "TCGA-A1-A0SB-01A-11R-A14", "TCGA-A1-A0SB-01Z-00-XX1"],
+    [
+        "",
+        "TCGA",
+        "TCGA-A1-A0S",
+        "XXXX-A1-A0SB",
+        "TCGA-A1-A0SB-1A",
+        "TCGA-A1-A0SB-01A-11R-A14",
+        "TCGA-A1-A0SB-01Z-00-XX1",
+    ],
 )
 def test_bad_barcode_error_names_the_string(bad):
     with pytest.raises(ValueError, match=repr(bad).replace("(", r"\(").replace("[", r"\[")):

@@ -1,4 +1,4 @@
-"""The package keeps its shape: small modules, short narrow functions, and each file format read and written by its owner."""
+"""The package keeps its shape: small modules, short narrow functions, each format read and written by its owner."""
 
 from __future__ import annotations
 
@@ -46,7 +46,9 @@ def package_modules() -> list[Path]:
 @pytest.mark.parametrize("path", package_modules(), ids=lambda path: str(path.relative_to(PACKAGE)))
 def test_module_is_small(path: Path) -> None:
     lines = len(path.read_text().splitlines())
-    assert lines <= MAX_MODULE_LINES, f"{path.relative_to(REPO)} has {lines} lines (max {MAX_MODULE_LINES}): split it by job"
+    assert lines <= MAX_MODULE_LINES, (
+        f"{path.relative_to(REPO)} has {lines} lines (max {MAX_MODULE_LINES}): split it by job"
+    )
 
 
 def oversized_functions(path: Path) -> list[str]:
@@ -62,7 +64,9 @@ def oversized_functions(path: Path) -> list[str]:
         docstring = ast.get_docstring(node) or ""
         explained = any(line.strip().startswith(SIZE_REASON) for line in docstring.splitlines())
         if (n_lines > MAX_FUNCTION_LINES or n_parameters > MAX_PARAMETERS) and not explained:
-            found.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name}: {n_lines} lines, {n_parameters} parameters")
+            found.append(
+                f"{path.relative_to(REPO)}:{node.lineno} {node.name}: {n_lines} lines, {n_parameters} parameters"
+            )
     return found
 
 
@@ -75,7 +79,9 @@ def test_functions_are_short_and_narrow_or_say_why() -> None:
 
 
 def test_every_module_has_a_docstring() -> None:
-    missing = [str(path.relative_to(REPO)) for path in package_modules() if not ast.get_docstring(ast.parse(path.read_text()))]
+    missing = [
+        str(path.relative_to(REPO)) for path in package_modules() if not ast.get_docstring(ast.parse(path.read_text()))
+    ]
     assert not missing, f"modules without a docstring saying what they own: {missing}"
 
 

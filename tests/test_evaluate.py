@@ -27,7 +27,7 @@ from workflow_scripts.analysis.evaluate import (
     table1,
     write_evaluation,
 )
-from workflow_scripts.common.tables import write_tsv
+from workflow_scripts.common.tables import read_table, write_tsv
 from workflow_scripts.learning.labels import write_labels
 from workflow_scripts.learning.predictions import SlidePredictions, write_predictions
 from workflow_scripts.learning.slide_score import slide_auc as auc
@@ -162,7 +162,7 @@ def test_table1_spearman_and_figure(tmp_path):
     assert (tmp_path / "figure2.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "figure2.pdf").read_bytes()[:4] == b"%PDF"
     write_tsv(slide_table, tmp_path / "slide_scores.tsv")
-    assert pd.read_csv(tmp_path / "slide_scores.tsv", sep="\t").shape == slide_table.shape
+    assert read_table(tmp_path / "slide_scores.tsv").shape == slide_table.shape
 
 
 def test_one_class_set_gives_nan_auc():
@@ -200,7 +200,7 @@ def test_write_evaluation_matches_the_steps(tmp_path):
     scores = collect_slide_scores(prediction_dirs, members, 0.5, passed_slides(qc))
     slide_table = assign_sets(scores, labels, set(splits.loc[splits["test"], "patient_id"]))
     pd.testing.assert_frame_equal(summary, table1(slide_table, ["A", "B"], n_boot=30, ci=0.95, seed=42))
-    written = pd.read_csv(out / "table1.tsv", sep="\t")
+    written = read_table(out / "table1.tsv")
     np.testing.assert_allclose(written["test_auc_ensemble"], summary["test_auc_ensemble"])
     assert read_members(out / "members.tsv")["chosen"].sum() == 4
     assert (out / "figure2.pdf").read_bytes()[:4] == b"%PDF" and (out / "spearman.tsv").stat().st_size > 0

@@ -7,12 +7,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from qc_rows import qc_frame
 
+from qc_rows import qc_frame
 from workflow_scripts.common.tables import read_table
 from workflow_scripts.inputs.slidetable import SlideRecord, write_slide_table
-from workflow_scripts.learning.splits import read_splits
-from workflow_scripts.slides.qc_table import write_qc_table
 from workflow_scripts.learning.labels import (
     LABEL_COLUMNS,
     LabelSettings,
@@ -25,7 +23,8 @@ from workflow_scripts.learning.labels import (
     summarise_labels,
     trait_slide_sets,
 )
-from workflow_scripts.learning.splits import SplitSettings, draw_splits
+from workflow_scripts.learning.splits import SplitSettings, draw_splits, read_splits
+from workflow_scripts.slides.qc_table import write_qc_table
 
 DEFAULT = LabelSettings()
 
@@ -309,8 +308,10 @@ def test_snakemake_scripts_write_every_output(tmp_path, repo_root):
     mirna.append(",".join(["hsa-miR-17-5p", "Corrected", *(repr(float(v)) for v in rng.normal(size=30))]))
     (tmp_path / "mirna.csv").write_text("\n".join(mirna) + "\n")
     slide_ids = [f"{p}-01Z-00-DX1.u" for p in patients]
-    write_slide_table([SlideRecord(slide, patient, "x.svs", "x.svs") for slide, patient in zip(slide_ids, patients)],
-                      tmp_path / "slides.tsv")
+    write_slide_table(
+        [SlideRecord(slide, patient, "x.svs", "x.svs") for slide, patient in zip(slide_ids, patients)],
+        tmp_path / "slides.tsv",
+    )
     qc = qc_frame({"slide_id": slide_ids, "patient_id": patients, "status": ["pass"] * 29 + ["fail"], "reason": ""})
     write_qc_table(qc, tmp_path / "qc.tsv")
     (tmp_path / "clinical.txt").write_text("#a\nPATIENT_ID\tOS_STATUS\tOS_MONTHS\nTCGA-AA-0000\t1:DECEASED\t5\n")

@@ -6,7 +6,6 @@ Needs root and the Debian packages from .ci/install_slurm.sh; skips otherwise. T
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from pathlib import Path
@@ -17,8 +16,8 @@ import yaml
 from slurm.cluster import SLURM_CONF_DIR, local_slurm, missing_requirements, processes_holding
 from slurm.snakemake_run import (
     REPO_ROOT,
-    failure_report,
     TINY_SNAKEFILE,
+    failure_report,
     gpu_request,
     run_snakemake,
     sbatch_call_for,
@@ -64,11 +63,26 @@ def test_cluster_runs_gpu_job_and_stops_without_leftovers():
     conf = SLURM_CONF_DIR / "slurm.conf"
     conf_before = conf.read_bytes() if conf.exists() else None
     with local_slurm() as cluster:
-        node = subprocess.run(["scontrol", "show", "node", cluster.node_name], capture_output=True, text=True, check=True)
+        node = subprocess.run(
+            ["scontrol", "show", "node", cluster.node_name], capture_output=True, text=True, check=True
+        )
         assert "Gres=gpu:1" in node.stdout
         output = cluster.run_dir / "gpu-job.out"
-        subprocess.run(["sbatch", "--wait", "--gpus=1", "--ntasks=1", "--mem=100", f"--output={output}",
-                        "--wrap", "env | grep ^CUDA_VISIBLE_DEVICES="], check=True, capture_output=True, timeout=60)
+        subprocess.run(
+            [
+                "sbatch",
+                "--wait",
+                "--gpus=1",
+                "--ntasks=1",
+                "--mem=100",
+                f"--output={output}",
+                "--wrap",
+                "env | grep ^CUDA_VISIBLE_DEVICES=",
+            ],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
         assert visible_devices(output.read_text()) == "0"
         daemon_pids = [process.pid for process in cluster.processes.values()]
         run_dir = cluster.run_dir
@@ -82,8 +96,9 @@ def test_tiny_workflow_runs_through_slurm_profile(slurm_cluster, tmp_path):
     """Grouped CPU jobs, GPU jobs (`gpu` and `gres` resources) and a memory retry run as Slurm jobs."""
     log_path = tmp_path / "snakemake.log"
     started = time.monotonic()
-    process = run_snakemake(tmp_path, ["--snakefile", str(TINY_SNAKEFILE), *slurm_profile_args()], log_path,
-                            WORKFLOW_TIMEOUT_S)
+    process = run_snakemake(
+        tmp_path, ["--snakefile", str(TINY_SNAKEFILE), *slurm_profile_args()], log_path, WORKFLOW_TIMEOUT_S
+    )
     elapsed = time.monotonic() - started
     assert process.returncode == 0, failure_report(log_path, tmp_path) + "\n" + slurm_cluster.daemon_logs()
     log = log_path.read_text()

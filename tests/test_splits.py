@@ -5,19 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from qc_rows import qc_frame
 
+from qc_rows import qc_frame
 from workflow_scripts.learning.labels import LabelSettings, label_trait, trait_slide_sets
-from workflow_scripts.slides.qc_table import write_qc_table
 from workflow_scripts.learning.splits import (
     SplitSettings,
     draw_splits,
     held_out_count,
+    held_out_patients,
     make_splits_file,
     passing_patients,
     read_splits,
-    held_out_patients,
 )
+from workflow_scripts.slides.qc_table import write_qc_table
 
 
 def qc_table(n_patients: int, slides_per_patient: int = 2) -> pd.DataFrame:
@@ -133,8 +133,12 @@ def test_read_splits_is_strict_and_test_patients_needs_parsed_flags(tmp_path):
     assert held_out_patients(table) == {"007"}
     with pytest.raises(TypeError, match="read_splits"):
         held_out_patients(table.astype({"test": str}))
-    for bad, message in (("007\tyes\ttest", "value\\(s\\) \\['yes'\\]"), ("007\tTrue\tval", "disagrees"),
-                         ("007\tTrue\ttest\n007\tTrue\ttest", "repeat"), ("007\tTrue\tholdout", "holdout")):
+    for bad, message in (
+        ("007\tyes\ttest", "value\\(s\\) \\['yes'\\]"),
+        ("007\tTrue\tval", "disagrees"),
+        ("007\tTrue\ttest\n007\tTrue\ttest", "repeat"),
+        ("007\tTrue\tholdout", "holdout"),
+    ):
         path.write_text("patient_id\ttest\tsplit_0\n" + bad + "\n")
         with pytest.raises(ValueError, match=message):
             read_splits(path)

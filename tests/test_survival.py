@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -25,7 +24,9 @@ from workflow_scripts.analysis.survival import (
     survival_patients,
 )
 from workflow_scripts.analysis.survival_figures import plot_distributions, plot_km
+from workflow_scripts.common.tables import read_table
 from workflow_scripts.learning.labels import write_labels
+from workflow_scripts.learning.predictions import read_predictions
 from workflow_scripts.learning.splits import write_splits
 from workflow_scripts.slides.qc_table import write_qc_table
 from workflow_scripts.slides.tilestore import write_tile_store
@@ -190,8 +191,7 @@ def test_scripts_run_under_snakemake(tmp_path, repo_root):
     prediction_dirs, labels, splits, qc, metrics = prediction_cohort(tmp_path, n_patients=8)
     slides = qc.loc[qc["status"] == "pass", "slide_id"].tolist()
     for slide_id in slides:
-        with h5py.File(prediction_dirs["A"] / f"{slide_id}.h5", "r") as handle:
-            coords = handle["coords"][...]
+        coords = read_predictions(prediction_dirs["A"] / f"{slide_id}.h5").coords
         order = np.random.default_rng(len(slide_id)).permutation(len(coords))  # store order differs from predictions
         grid = (coords[order] // 512).astype(np.int32)
         attrs = {"tile_px": 4, "mpp": 0.5, "level0_tile_px": 512, "source_mpp": 0.25, "grid_shape": [5, 4]}
@@ -221,20 +221,20 @@ def test_scripts_run_under_snakemake(tmp_path, repo_root):
     logs = "\n".join(path.read_text() for path in sorted((tmp_path / "logs").glob("*.log")))
     assert result.returncode == 0, result.stderr[-3000:] + logs[-3000:]
 
-    hti = pd.read_csv(tmp_path / "heterogeneity" / "hti.tsv", sep="\t")
+    hti = read_table(tmp_path / "heterogeneity" / "hti.tsv")
     assert len(hti) == len(slides)
     assert {"hti", "hta", "hta_p", "n_positive_tiles"} <= set(hti.columns)
-    traits = pd.read_csv(tmp_path / "heterogeneity" / "traits.tsv", sep="\t")["trait"].tolist()
+    traits = read_table(tmp_path / "heterogeneity" / "traits.tsv")["trait"].tolist()
     assert any(column.startswith("p_") and "+" in column for column in hti.columns) and len(traits) == 2
     assert len(list((tmp_path / "heterogeneity" / "maps").glob("*.overlay.png"))) == len(slides)
     assert (tmp_path / "heterogeneity" / "gallery.png").stat().st_size > 0
-    cohort = pd.read_csv(tmp_path / "survival" / "cohort.tsv", sep="\t")
+    cohort = read_table(tmp_path / "survival" / "cohort.tsv")
     assert {"slide_id", "patient_id", "hti", "os_months", "os_event"} <= set(cohort.columns)
     assert len(list((tmp_path / "cartography").glob("*.h5"))) == len(slides)
-    logrank = pd.read_csv(tmp_path / "survival" / "logrank.tsv", sep="\t")
+    logrank = read_table(tmp_path / "survival" / "logrank.tsv")
     assert (logrank["comparison"] == "hti").sum() == 2
     figures = {path.name for path in (tmp_path / "survival" / "figures").iterdir()}
     assert {"km_hti_0.5_0.5.png", "km_hti_0.3_0.7.png", "figure5b.png", "figure6.png"} <= figures
     assert {f"figure5a_{trait}.png" for trait in traits} <= figures
-    table1 = pd.read_csv(tmp_path / "evaluation" / "table1.tsv", sep="\t")
+    table1 = read_table(tmp_path / "evaluation" / "table1.tsv")
     assert table1["trait"].tolist() == ["A", "B"]

@@ -7,9 +7,10 @@ import pandas as pd
 import pytest
 
 from test_survival import _cohort
+from workflow_scripts.analysis.evaluation_tables import TABLE1_COLUMNS
 from workflow_scripts.analysis.survival import cox_models, logrank_table, survival_cohort
 from workflow_scripts.analysis.survival_figures import threshold_name
-from workflow_scripts.analysis.survival_outputs import SurvivalOutputs, write_chosen_traits, write_survival
+from workflow_scripts.analysis.survival_outputs import SurvivalOutputs, read_traits, write_chosen_traits, write_survival
 from workflow_scripts.common.tables import write_tsv
 from workflow_scripts.learning.labels import write_labels
 from workflow_scripts.learning.splits import write_splits
@@ -65,7 +66,8 @@ def test_write_survival_tables_and_figures(tmp_path):
 
 
 def test_write_chosen_traits(tmp_path):
-    write_tsv(pd.DataFrame({"trait": ["A", "B", "C"], "test_auc_ensemble": [0.6, 0.9, 0.8]}), tmp_path / "table1.tsv")
+    table1 = pd.DataFrame({column: 0.5 for column in TABLE1_COLUMNS[1:]}, index=range(3))
+    write_tsv(table1.assign(trait=["A", "B", "C"], test_auc_ensemble=[0.6, 0.9, 0.8]), tmp_path / "table1.tsv")
     assert write_chosen_traits(tmp_path / "table1.tsv", None, 2, tmp_path / "traits.tsv") == ["B", "C"]
-    assert pd.read_csv(tmp_path / "traits.tsv", sep="\t")["trait"].tolist() == ["B", "C"]
+    assert read_traits(tmp_path / "traits.tsv") == ["B", "C"]
     assert write_chosen_traits(tmp_path / "table1.tsv", ["C", "A"], 2, tmp_path / "traits.tsv") == ["C", "A"]

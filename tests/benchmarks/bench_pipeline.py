@@ -28,7 +28,9 @@ GOAL_PER_CORE = 250.0
 def he_like_tile(rng: np.random.Generator, px: int) -> np.ndarray:
     """A tile with H&E-like colours and nuclei-sized blobs, so JPEG sizes and decode times resemble real tiles."""
     small = rng.random((px // 16, px // 16))
-    field = np.asarray(Image.fromarray((small * 255).astype(np.uint8)).resize((px, px), Image.Resampling.BICUBIC)) / 255.0
+    field = (
+        np.asarray(Image.fromarray((small * 255).astype(np.uint8)).resize((px, px), Image.Resampling.BICUBIC)) / 255.0
+    )
     pink, purple = np.array([235, 160, 200]), np.array([90, 60, 150])
     tile = pink * (1 - field[..., None]) + purple * field[..., None] + rng.normal(0, 8, (px, px, 3))
     return np.clip(tile, 0, 255).astype(np.uint8)
@@ -41,7 +43,9 @@ def source_tiles(px: int, rng: np.random.Generator) -> list[np.ndarray]:
     """Real 512 px H&E tiles from ../shared/data/tiles (resized to px) when present, else synthetic H&E-like tiles."""
     paths = sorted(REAL_TILES.glob("*.jp*g")) if REAL_TILES.is_dir() else []
     if paths:
-        return [np.asarray(Image.open(path).convert("RGB").resize((px, px), Image.Resampling.BILINEAR)) for path in paths]
+        return [
+            np.asarray(Image.open(path).convert("RGB").resize((px, px), Image.Resampling.BILINEAR)) for path in paths
+        ]
     return [he_like_tile(rng, px) for _ in range(16)]
 
 
@@ -55,10 +59,21 @@ def write_stores(folder: Path, n_tiles: int, px: int, n_slides: int = 8) -> list
         grid = np.stack([np.arange(per_slide) % 16, np.arange(per_slide) // 16], axis=1)
         path = folder / f"bench_{slide}.h5"
         write_tile_store(
-            path, path.stem, coords=grid * px, grid=grid, tissue_fraction=np.ones(per_slide),
+            path,
+            path.stem,
+            coords=grid * px,
+            grid=grid,
+            tissue_fraction=np.ones(per_slide),
             tiles=[sources[(slide * per_slide + i) % len(sources)] for i in range(per_slide)],
-            attrs={"tile_px": px, "mpp": 0.5, "level0_tile_px": px, "source_mpp": 0.5, "grid_shape": (16, per_slide // 16 + 1)},
-            encoding="jpeg", jpeg_quality=90,
+            attrs={
+                "tile_px": px,
+                "mpp": 0.5,
+                "level0_tile_px": px,
+                "source_mpp": 0.5,
+                "grid_shape": (16, per_slide // 16 + 1),
+            },
+            encoding="jpeg",
+            jpeg_quality=90,
         )
         paths.append(path)
     return paths
@@ -107,15 +122,19 @@ def main() -> None:
         paths = write_stores(Path(folder), args.tiles, args.px)
         baseline, baseline_cpu = baseline_rate(paths)
         kind = "real H&E" if REAL_TILES.is_dir() else "synthetic"
-        print(f"{args.tiles} {kind} tiles of {args.px} px in {len(paths)} JPEG stores, batch {args.batch}, {os.cpu_count()} CPUs")
+        print(
+            f"{args.tiles} {kind} tiles of {args.px} px in {len(paths)} JPEG stores, batch {args.batch}, {os.cpu_count()} CPUs"
+        )
         print("per core = tiles per CPU-second of this process (all threads), robust to other load on the machine")
         print(f"{'method':<36}{'threads':>8}{'tiles/s':>10}{'per core':>10}{'vs baseline':>13}{'goal 250':>10}")
         print(f"{'baseline: Pillow, 1 thread':<36}{1:>8}{baseline:>10.1f}{baseline_cpu:>10.1f}{1.0:>12.2f}x{'':>10}")
         for workers in args.workers:
             rate, per_core = pipeline_rate(paths, args.px, args.batch, workers)
             verdict = "ok" if per_core >= GOAL_PER_CORE else "below"
-            print(f"{f'training_batches':<36}{workers:>8}{rate:>10.1f}{per_core:>10.1f}"
-                  f"{per_core / baseline_cpu:>12.2f}x{verdict:>10}")
+            print(
+                f"{'training_batches':<36}{workers:>8}{rate:>10.1f}{per_core:>10.1f}"
+                f"{per_core / baseline_cpu:>12.2f}x{verdict:>10}"
+            )
 
 
 if __name__ == "__main__":

@@ -232,7 +232,9 @@ def _start_daemon(name: str, argv: list[str], run_dir: Path) -> subprocess.Popen
     """Start a daemon in the foreground as our child, output to `<name>.out` in `run_dir`."""
     out = open(run_dir / f"{name}.out", "wb")
     try:
-        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        return subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
     finally:
         out.close()
 
@@ -251,7 +253,9 @@ def _wait_for(predicate, timeout_s: float, what: str, cluster: SlurmCluster | No
         if cluster is not None:
             for name, process in cluster.processes.items():
                 if process.poll() is not None:
-                    raise SlurmRigError(f"{name} exited with {process.returncode} while waiting for {what}\n{cluster.daemon_logs()}")
+                    raise SlurmRigError(
+                        f"{name} exited with {process.returncode} while waiting for {what}\n{cluster.daemon_logs()}"
+                    )
         time.sleep(0.5)
     logs = cluster.daemon_logs() if cluster is not None else ""
     raise SlurmRigError(f"timed out after {timeout_s:.0f} s waiting for {what}\n{logs}")
@@ -277,15 +281,27 @@ def _start(cluster: SlurmCluster) -> None:
     key = run_dir / "munge.key"
     subprocess.run([program_path("mungekey"), "--create", f"--keyfile={key}"], check=True, capture_output=True)
     socket_path = run_dir / "munge.socket"
-    cluster.processes["munged"] = _start_daemon("munged", [
-        program_path("munged"), "--foreground", f"--socket={socket_path}", f"--key-file={key}",
-        f"--pid-file={run_dir / 'munged.pid'}", f"--log-file={run_dir / 'munged.log'}",
-        f"--seed-file={run_dir / 'munged.seed'}",
-    ], run_dir)
+    cluster.processes["munged"] = _start_daemon(
+        "munged",
+        [
+            program_path("munged"),
+            "--foreground",
+            f"--socket={socket_path}",
+            f"--key-file={key}",
+            f"--pid-file={run_dir / 'munged.pid'}",
+            f"--log-file={run_dir / 'munged.log'}",
+            f"--seed-file={run_dir / 'munged.seed'}",
+        ],
+        run_dir,
+    )
     _wait_for(socket_path.exists, timeout, "the MUNGE socket", cluster)
     cluster.processes["slurmctld"] = _start_daemon("slurmctld", [program_path("slurmctld"), "-D", "-c"], run_dir)
-    _wait_for(lambda: _run(["scontrol", "ping"], timeout_s=10).stdout.count("UP") > 0, timeout, "slurmctld to answer", cluster)
-    cluster.processes["slurmd"] = _start_daemon("slurmd", [program_path("slurmd"), "-D", "-N", cluster.node_name], run_dir)
+    _wait_for(
+        lambda: _run(["scontrol", "ping"], timeout_s=10).stdout.count("UP") > 0, timeout, "slurmctld to answer", cluster
+    )
+    cluster.processes["slurmd"] = _start_daemon(
+        "slurmd", [program_path("slurmd"), "-D", "-N", cluster.node_name], run_dir
+    )
     _wait_for(lambda: node_state(cluster.node_name) == "idle", timeout, f"node {cluster.node_name} to be idle", cluster)
 
 

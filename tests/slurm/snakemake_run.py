@@ -28,7 +28,11 @@ def slurm_profile_args(*extra_profiles: Path) -> list[str]:
 
 def job_environment() -> dict[str, str]:
     """Environment for Snakemake and, through `sbatch --export=ALL`, for every Slurm job."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("SLURM_", "SBATCH_", "SRUN_", "CUDA_VISIBLE_DEVICES"))}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("SLURM_", "SBATCH_", "SRUN_", "CUDA_VISIBLE_DEVICES"))
+    }
     env["PATH"] = f"{Path(SNAKEMAKE).parent}{os.pathsep}{env.get('PATH', '')}"
     return env
 
@@ -38,10 +42,19 @@ def run_snakemake(workdir: Path, args: list[str], log_path: Path, timeout_s: flo
     command = [SNAKEMAKE, "--directory", str(workdir), "--verbose", *args]
     with open(log_path, "w") as log:
         try:
-            return subprocess.run(command, cwd=workdir, env=job_environment(), stdout=log, stderr=subprocess.STDOUT,
-                                  timeout=timeout_s, check=False)
+            return subprocess.run(
+                command,
+                cwd=workdir,
+                env=job_environment(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                timeout=timeout_s,
+                check=False,
+            )
         except subprocess.TimeoutExpired as error:
-            raise AssertionError(f"{shlex.join(command)} still running after {timeout_s:.0f} s\n{tail(log_path)}") from error
+            raise AssertionError(
+                f"{shlex.join(command)} still running after {timeout_s:.0f} s\n{tail(log_path)}"
+            ) from error
 
 
 def tail(path: Path, lines: int = 60) -> str:

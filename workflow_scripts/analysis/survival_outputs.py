@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from workflow_scripts.analysis.evaluation_tables import read_table1
 from workflow_scripts.analysis.survival import (
     choose_traits,
     cox_models,
@@ -85,7 +86,7 @@ def write_chosen_traits(
     table1_path: str | os.PathLike, configured: list[str] | None, n: int, path: str | os.PathLike
 ) -> list[str]:
     """Write heterogeneity/traits.tsv: the configured traits, else the n best by ensemble test AUC."""
-    table1 = read_table(table1_path, ["trait", "test_auc_ensemble"])
+    table1 = read_table1(table1_path)
     traits = choose_traits(table1, list(configured) if configured else None, n)
     write_tsv(pd.DataFrame({"trait": traits}), path)
     return traits

@@ -19,7 +19,7 @@ def pyplot():
 
 
 def save_figure(figure, *paths: str | os.PathLike, dpi: int = 120, tight: bool = False) -> None:
-    """Save a figure atomically to each path in the format of its suffix (png, pdf, svg) without dates, then close it."""
+    """Save a figure atomically to each path in its suffix's format (png, pdf, svg) without dates, then close it."""
     plt = pyplot()
     extra = {"bbox_inches": "tight"} if tight else {}
     try:

@@ -7,4 +7,9 @@ log = get_logger(__name__, snakemake.log[0])  # noqa: F821 (injected by Snakemak
 from workflow_scripts.slides.qc_table import summarise_qc  # noqa: E402
 
 table = summarise_qc(snakemake.input.rows, snakemake.params.exclude or [], snakemake.output.table)  # noqa: F821
-log.info("%d slides: %d pass, %d fail", len(table), int((table["status"] == "pass").sum()), int((table["status"] == "fail").sum()))
+log.info(
+    "%d slides: %d pass, %d fail",
+    len(table),
+    int((table["status"] == "pass").sum()),
+    int((table["status"] == "fail").sum()),
+)
