@@ -92,7 +92,12 @@ def child_naive(slide_path: Path, sample: int) -> dict:
             background = (pixels.mean(axis=2) > NAIVE_BRIGHT).mean()
             if background < MAX_BACKGROUND:
                 kept.append((col, row))
-    return {"wall": time.perf_counter() - started, "work_cpu": time.process_time() - cpu_started, "cells": [list(c) for c in chosen], "kept": [list(c) for c in kept]}
+    return {
+        "wall": time.perf_counter() - started,
+        "work_cpu": time.process_time() - cpu_started,
+        "cells": [list(c) for c in chosen],
+        "kept": [list(c) for c in kept],
+    }
 
 
 def child_ours(slide_path: Path, threads: int) -> dict:
@@ -101,9 +106,22 @@ def child_ours(slide_path: Path, threads: int) -> dict:
 
     with tempfile.TemporaryDirectory() as folder:
         started, cpu_started = time.perf_counter(), time.process_time()
-        qc = tile_slide(slide_path, Path(folder) / "s.h5", "bench", "P", TilingConfig(tile_px=TILE_PX, target_mpp=TARGET_MPP), threads)
+        qc = tile_slide(
+            slide_path,
+            Path(folder) / "s.h5",
+            "bench",
+            "P",
+            TilingConfig(tile_px=TILE_PX, target_mpp=TARGET_MPP),
+            threads,
+        )
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-    return {"wall": wall, "work_cpu": cpu, "kept": [list(c) for c in qc.kept_cells], "status": qc.status, "reason": qc.reason}
+    return {
+        "wall": wall,
+        "work_cpu": cpu,
+        "kept": [list(c) for c in qc.kept_cells],
+        "status": qc.status,
+        "reason": qc.reason,
+    }
 
 
 def child_decode(slide_path: Path, kept: list[list[int]]) -> dict:
@@ -127,7 +145,11 @@ def child_decode(slide_path: Path, kept: list[list[int]]) -> dict:
         keys: set[tuple[int, int]] = set()
         for col, row in kept:
             x, y, size = int(round(col * span)), int(round(row * span)), int(round(span))
-            keys |= {(c, r) for r in range(y // tile_h, (y + size - 1) // tile_h + 1) for c in range(x // tile_w, (x + size - 1) // tile_w + 1)}
+            keys |= {
+                (c, r)
+                for r in range(y // tile_h, (y + size - 1) // tile_h + 1)
+                for c in range(x // tile_w, (x + size - 1) // tile_w + 1)
+            }
         indices = [r * across + c for c, r in sorted(keys, key=lambda k: (k[1], k[0]))]
         descriptor = os.open(slide_path, os.O_RDONLY)
         try:
@@ -140,7 +162,9 @@ def child_decode(slide_path: Path, kept: list[list[int]]) -> dict:
 
             def scaled(index: int) -> None:
                 data = os.pread(descriptor, int(page.databytecounts[index]), int(page.dataoffsets[index]))
-                simplejpeg.decode_jpeg(data, colorspace="RGBX", buffer=buffer, min_height=tile_h // scale, min_width=tile_w // scale)
+                simplejpeg.decode_jpeg(
+                    data, colorspace="RGBX", buffer=buffer, min_height=tile_h // scale, min_width=tile_w // scale
+                )
 
             def with_tifffile(index: int) -> None:
                 data = os.pread(descriptor, int(page.databytecounts[index]), int(page.dataoffsets[index]))
@@ -154,7 +178,13 @@ def child_decode(slide_path: Path, kept: list[list[int]]) -> dict:
                 timings[name] = {"wall": time.perf_counter() - started, "work_cpu": time.process_time() - cpu_started}
         finally:
             os.close(descriptor)
-    return {**timings["reused_buffer"], "scaled": timings["scaled"], "tifffile": timings["tifffile"], "source_tiles": len(keys), "scale": scale}
+    return {
+        **timings["reused_buffer"],
+        "scaled": timings["scaled"],
+        "tifffile": timings["tifffile"],
+        "source_tiles": len(keys),
+        "scale": scale,
+    }
 
 
 def peak_rss_mib() -> float:
@@ -184,7 +214,9 @@ def child_all(slide_path: Path, threads: list[int], sample: int) -> dict:
     for number, count in enumerate(threads):
         reset_peak_rss()
         results[f"ours_{count}"] = {**child_ours(slide_path, count), "peak_rss_mib": peak_rss_mib()}
-        results["decode_before" if number == 0 else "decode_after"] = child_decode(slide_path, results[f"ours_{threads[0]}"]["kept"])
+        results["decode_before" if number == 0 else "decode_after"] = child_decode(
+            slide_path, results[f"ours_{threads[0]}"]["kept"]
+        )
     if len(threads) == 1:
         results["decode_after"] = results["decode_before"]
     reset_peak_rss()
@@ -207,7 +239,12 @@ def main() -> None:
     options.cache.mkdir(parents=True, exist_ok=True)
     slide = ensure_slide(options.cache)
     n_cells = len(grid_cells())
-    output = subprocess.run([sys.executable, __file__, "--child", str(slide), str(options.threads), str(options.sample)], check=True, capture_output=True, text=True)
+    output = subprocess.run(
+        [sys.executable, __file__, "--child", str(slide), str(options.threads), str(options.sample)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     results = json.loads(output.stdout.strip().splitlines()[-1])
     ours = {int(key.split("_")[1]): value for key, value in results.items() if key.startswith("ours_")}
     best = ours[options.threads]
@@ -227,13 +264,42 @@ def main() -> None:
     rss = (lambda value: f"{value:.0f}") if results["rss_reset"] else (lambda value: "n/a")
 
     rows = [
-        ("naive (paper)", naive["work_cpu"] * scale, naive["wall"] * scale, rss(naive["peak_rss_mib"]), f"extrapolated from {len(sampled)} of {n_cells} cells"),
-        *[(f"ours, {t} thread(s)", r["work_cpu"], r["wall"], rss(r["peak_rss_mib"]), r["status"]) for t, r in ours.items()],
-        ("decode bound", decode_cpu, (before["wall"] + after["wall"]) / 2, "", f"{before['source_tiles']} source tiles, libjpeg-turbo into a reused buffer (mean of {before['work_cpu']:.2f} and {after['work_cpu']:.2f})"),
-        (f"decode at 1/{before['scale']} size", scaled_cpu, (before["scaled"]["wall"] + after["scaled"]["wall"]) / 2, "", "same tiles, libjpeg-turbo scaled IDCT straight to tile resolution (reference)"),
-        ("decode, tifffile", tifffile_cpu, (before["tifffile"]["wall"] + after["tifffile"]["wall"]) / 2, "", "same tiles, tifffile's decode, new array per tile (reference)"),
+        (
+            "naive (paper)",
+            naive["work_cpu"] * scale,
+            naive["wall"] * scale,
+            rss(naive["peak_rss_mib"]),
+            f"extrapolated from {len(sampled)} of {n_cells} cells",
+        ),
+        *[
+            (f"ours, {t} thread(s)", r["work_cpu"], r["wall"], rss(r["peak_rss_mib"]), r["status"])
+            for t, r in ours.items()
+        ],
+        (
+            "decode bound",
+            decode_cpu,
+            (before["wall"] + after["wall"]) / 2,
+            "",
+            f"{before['source_tiles']} source tiles, libjpeg-turbo into a reused buffer (mean of {before['work_cpu']:.2f} and {after['work_cpu']:.2f})",
+        ),
+        (
+            f"decode at 1/{before['scale']} size",
+            scaled_cpu,
+            (before["scaled"]["wall"] + after["scaled"]["wall"]) / 2,
+            "",
+            "same tiles, libjpeg-turbo scaled IDCT straight to tile resolution (reference)",
+        ),
+        (
+            "decode, tifffile",
+            tifffile_cpu,
+            (before["tifffile"]["wall"] + after["tifffile"]["wall"]) / 2,
+            "",
+            "same tiles, tifffile's decode, new array per tile (reference)",
+        ),
     ]
-    print(f"slide {SLIDE_PX[0]}x{SLIDE_PX[1]} px at {MPP} um/px, grid {n_cells} cells, {n_kept} kept tiles of {TILE_PX} px at {TARGET_MPP} um/px")
+    print(
+        f"slide {SLIDE_PX[0]}x{SLIDE_PX[1]} px at {MPP} um/px, grid {n_cells} cells, {n_kept} kept tiles of {TILE_PX} px at {TARGET_MPP} um/px"
+    )
     print("all methods ran in one process; cpu s = CPU time (user+system, all threads) of the work, imports excluded")
     print(f"{'method':<22}{'cpu s':>9}{'wall s':>9}{'kept tiles/cpu-s':>18}{'peak RSS MiB':>14}  note")
     for name, cpu, wall, peak, note in rows:
@@ -246,13 +312,23 @@ def main() -> None:
     print(f"{'goal (per core = kept tiles per CPU-second)':<52}{'measured':>10}  {'target':<10}met")
     for t, r in ours.items():
         rate = n_kept / r["work_cpu"]
-        print(f"{f'speed-up vs naive, {t} thread(s)':<52}{rate / naive_rate:>9.1f}x  {'>= 5x':<10}{verdict(rate / naive_rate >= 5)}")
-        print(f"{f'fraction of decode bound, {t} thread(s)':<52}{rate / bound_rate:>10.0%}  {'>= 40%':<10}{verdict(rate / bound_rate >= 0.4)}")
-        print(f"{f'  same, bound decoded at 1/{decode_factor} size, {t} thread(s)':<52}{rate / scaled_rate:>10.0%}  {'(info)':<10}")
+        print(
+            f"{f'speed-up vs naive, {t} thread(s)':<52}{rate / naive_rate:>9.1f}x  {'>= 5x':<10}{verdict(rate / naive_rate >= 5)}"
+        )
+        print(
+            f"{f'fraction of decode bound, {t} thread(s)':<52}{rate / bound_rate:>10.0%}  {'>= 40%':<10}{verdict(rate / bound_rate >= 0.4)}"
+        )
+        print(
+            f"{f'  same, bound decoded at 1/{decode_factor} size, {t} thread(s)':<52}{rate / scaled_rate:>10.0%}  {'(info)':<10}"
+        )
         print(f"{f'  same, bound decoded by tifffile, {t} thread(s)':<52}{rate / tifffile_rate:>10.0%}  {'(info)':<10}")
     share = disagree / max(1, union)
-    print(f"{f'kept-set disagreement with naive ({disagree} of {union} on sample)':<52}{share:>10.1%}  {'<= 1%':<10}{verdict(share <= 0.01)}")
-    print(f"{'peak RSS, ours':<52}{rss(peak):>6} MiB  {'< 1024':<10}{verdict(peak < 1024) if results['rss_reset'] else 'n/a'}")
+    print(
+        f"{f'kept-set disagreement with naive ({disagree} of {union} on sample)':<52}{share:>10.1%}  {'<= 1%':<10}{verdict(share <= 0.01)}"
+    )
+    print(
+        f"{'peak RSS, ours':<52}{rss(peak):>6} MiB  {'< 1024':<10}{verdict(peak < 1024) if results['rss_reset'] else 'n/a'}"
+    )
 
 
 def verdict(met: bool) -> str:
