@@ -1,9 +1,14 @@
 import functools
 import os
 import re
+import sys
 
-import pandas as pd
 from snakemake.utils import min_version, validate
+
+# The DAG reads the slide and QC tables through their format owners in the package.
+sys.path.insert(0, workflow.basedir)
+from workflow_scripts.inputs.slidetable import read_slide_table
+from workflow_scripts.slides.qc_table import passed_slides, read_qc_table
 
 min_version("9.0")
 
@@ -22,6 +27,87 @@ os.environ["PYTHONPATH"] = os.pathsep.join(
 
 envvars:
     "PYTHONPATH",
+
+
+# Which config keys change a job's OUTPUT, and which only change how the job runs. Rules pass a section's output
+# keys as params (`output_settings`), so editing one of them reruns the jobs (rerun-triggers include params).
+# Runtime keys are never params: rules use them in `threads:`/`resources:`, and scripts read them from
+# `snakemake.config` (which Snakemake does not track), so editing them reruns nothing. Per-job keys are passed one
+# value per job (e.g. `tiling.mpp_overrides`: the slide's own value). Every key of a section is in exactly one list;
+# a key added to config/schema.yaml must be classified here, or the workflow refuses to start.
+CONFIG_KEYS = {
+    "slides": {
+        "output": ("source", "exclude", "local"),
+        "sections": ("gdc",),
+    },
+    "slides.gdc": {
+        "output": ("api", "project", "manifest"),
+        "runtime": ("token_file", "page_size", "retries", "max_concurrent"),
+    },
+    "tiling": {
+        "output": (
+            "tile_px",
+            "target_mpp",
+            "max_background",
+            "encoding",
+            "jpeg_quality",
+            "pen_max_fraction",
+            "blur_max_fraction",
+            "blur_threshold",
+            "min_tiles",
+        ),
+        "per_job": ("mpp_overrides",),
+        "runtime": ("threads",),
+    },
+    "training": {
+        # what changes a training's trajectory (max_evals may also lengthen it); predict depends on none of them
+        "output": (
+            "input_px",
+            "batch_size",
+            "learning_rate",
+            "evals_per_epoch",
+            "lr_patience",
+            "lr_factor",
+            "stop_patience",
+            "max_evals",
+            "bn_momentum",
+            "mixed_precision",
+            "max_val_tiles_per_slide",
+        ),
+        "runtime": (
+            "workers",
+            "predict_batch_size",
+            "threads",
+            "mem_mb",
+            "runtime_min",
+        ),
+    },
+}
+
+
+def config_section(section):
+    """The config mapping at a dotted section path, e.g. 'slides.gdc'."""
+    value = config
+    for part in section.split("."):
+        value = value.get(part) or {}
+    return value
+
+
+def output_settings(section):
+    """The keys of a config section that change the output of the jobs using it: pass these as params."""
+    values = config_section(section)
+    return {key: values[key] for key in CONFIG_KEYS[section]["output"] if key in values}
+
+
+for classified_section, kinds in CONFIG_KEYS.items():
+    unclassified = set(config_section(classified_section)) - {
+        key for keys in kinds.values() for key in keys
+    }
+    if unclassified:
+        raise ValueError(
+            f"config keys {sorted(unclassified)} of {classified_section!r} are not classified as output, "
+            "per-job or runtime keys in CONFIG_KEYS (rules/common.smk)"
+        )
 
 
 COHORT = config["cohort"]
@@ -58,15 +144,15 @@ def slide_table_checkpoint():
 
 
 @functools.lru_cache(maxsize=8)
-def read_table_version(path, mtime_ns):
-    """A checkpoint's table parsed once per version: input functions ask for it once per job."""
-    return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+def read_table_version(reader, path, mtime_ns):
+    """A checkpoint's table parsed by its owner once per version: input functions ask for it once per job."""
+    return reader(path)
 
 
 def slide_table(wildcards=None):
     """All slides of the cohort, known once the slide-table checkpoint has run."""
     path = slide_table_checkpoint().get().output.table
-    return read_table_version(path, os.stat(path).st_mtime_ns)
+    return read_table_version(read_slide_table, path, os.stat(path).st_mtime_ns)
 
 
 def slide_row(slide_id):
@@ -76,6 +162,11 @@ def slide_row(slide_id):
     if rows.empty:
         raise ValueError(f"slide {slide_id!r} is not in the cohort's slide table")
     return rows.iloc[0]
+
+
+def mpp_override(wildcards):
+    """The level-0 um/px assumed for this slide when it has no resolution metadata (tiling.mpp_overrides), or None."""
+    return (config["tiling"].get("mpp_overrides") or {}).get(wildcards.slide_id)
 
 
 def slide_file(wildcards):
@@ -102,7 +193,7 @@ def qc_rows(wildcards):
 def qc_table(wildcards=None):
     """The QC verdict of every slide, known once the QC checkpoint has run."""
     path = checkpoints.qc_summary.get().output.table
-    return read_table_version(path, os.stat(path).st_mtime_ns)
+    return read_table_version(read_qc_table, path, os.stat(path).st_mtime_ns)
 
 
 def qc_table_path(wildcards=None):
@@ -112,8 +203,7 @@ def qc_table_path(wildcards=None):
 
 def passed_slide_ids(wildcards=None):
     """Slides that passed QC, which every downstream stage uses."""
-    table = qc_table()
-    return sorted(table.loc[table["status"] == "pass", "slide_id"])
+    return list(passed_slides(qc_table())["slide_id"])
 
 
 def passed_stores(wildcards=None):

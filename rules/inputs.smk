@@ -37,7 +37,7 @@ else:
         conda:
             "../envs/inputs.yaml"
         params:
-            gdc=dict(config["slides"]["gdc"], exclude=config["slides"]["exclude"]),
+            gdc=dict(output_settings("slides.gdc"), exclude=config["slides"]["exclude"]),
         script:
             "../workflow_scripts/scripts/gdc_manifest.py"
 
@@ -54,7 +54,7 @@ else:
         conda:
             "../envs/inputs.yaml"
         params:
-            slides=config["slides"],
+            slides=output_settings("slides"),
             cohort=COHORT,
         script:
             "../workflow_scripts/scripts/slide_table.py"
@@ -78,9 +78,7 @@ else:
             file_id=lambda wildcards: gdc_slide(wildcards.file_name)["file_id"],
             md5=lambda wildcards: gdc_slide(wildcards.file_name)["md5"],
             size=lambda wildcards: gdc_slide(wildcards.file_name)["size"],
-            api=config["slides"]["gdc"]["api"],
-            token_file=config["slides"]["gdc"]["token_file"],
-            retries=config["slides"]["gdc"]["retries"],
+            api=output_settings("slides.gdc")["api"],
         script:
             "../workflow_scripts/scripts/gdc_download.py"
 
@@ -102,7 +100,6 @@ rule fetch_input:
         downloads=1,
     params:
         source=lambda wildcards, output: fetched_sources()[output[0]],
-        api=config["slides"].get("gdc", {}).get("api", "https://api.gdc.cancer.gov"),
-        token_file=config["slides"].get("gdc", {}).get("token_file"),
+        api=output_settings("slides.gdc").get("api", "https://api.gdc.cancer.gov"),
     script:
         "../workflow_scripts/scripts/fetch_file.py"

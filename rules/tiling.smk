@@ -22,7 +22,8 @@ rule tile_slide:
         runtime=lambda wildcards, attempt: 60 * attempt,
     params:
         patient_id=lambda wildcards: slide_row(wildcards.slide_id)["patient_id"],
-        tiling=config["tiling"],
+        tiling=output_settings("tiling"),
+        default_mpp=mpp_override,
     script:
         "../workflow_scripts/scripts/tile_slide.py"
 

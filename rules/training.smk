@@ -24,7 +24,7 @@ rule train:
         mem_mb=lambda wildcards, attempt: config["training"]["mem_mb"] * attempt,
         runtime=lambda wildcards, attempt: config["training"]["runtime_min"] * attempt,
     params:
-        training=config["training"],
+        training=output_settings("training"),
         threshold=config["ensemble"]["threshold"],
         seed=config["seed"],
         split=lambda wildcards: int(wildcards.split),
@@ -52,7 +52,6 @@ rule predict:
         mem_mb=lambda wildcards, attempt: config["training"]["mem_mb"] * attempt,
         runtime=lambda wildcards, attempt: 240 * attempt,
     params:
-        training=config["training"],
         trait=lambda wildcards: wildcards.trait,
         splits=SPLITS,
     script:

@@ -1,4 +1,4 @@
-"""The classifier: Inception v3 from scratch + one sigmoid unit, uint8 input rescaled inside, BatchNorm momentum override."""
+"""The classifier: Inception v3 from scratch + one sigmoid unit, uint8 input rescaled inside, BatchNorm momentum."""
 
 from __future__ import annotations
 
@@ -38,7 +38,8 @@ def test_rescaling_maps_uint8_to_inception_range(model: keras.Model) -> None:
 
 
 def test_batchnorm_momentum_override_reaches_every_layer(model: keras.Model) -> None:
-    momenta = [layer.momentum for layer in model.get_layer("inception_v3").layers if isinstance(layer, keras.layers.BatchNormalization)]
+    layers = model.get_layer("inception_v3").layers
+    momenta = [layer.momentum for layer in layers if isinstance(layer, keras.layers.BatchNormalization)]
     assert len(momenta) == 94 and set(momenta) == {0.9}
     with pytest.raises(ValueError, match="bn_momentum"):
         set_batchnorm_momentum(model, 1.5)

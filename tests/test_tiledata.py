@@ -1,4 +1,4 @@
-"""Tile streaming: determinism by (seed, step), cross-slide shuffling, flips, resizing and in-order inference batches."""
+"""Tile streaming: determinism by (seed, step), cross-slide shuffling, flips, resizing, in-order inference batches."""
 
 from __future__ import annotations
 
@@ -31,7 +31,12 @@ def signal_tile(label: int, rng: np.random.Generator, tile_px: int = TILE_PX) ->
 
 
 def write_signal_stores(
-    folder: Path, labels: list[int], tiles_per_slide: int = 8, tile_px: int = TILE_PX, seed: int = 0, encoding: str = "jpeg"
+    folder: Path,
+    labels: list[int],
+    tiles_per_slide: int = 8,
+    tile_px: int = TILE_PX,
+    seed: int = 0,
+    encoding: str = "jpeg",
 ) -> list[Path]:
     """Write one small tile store per label (slide_00, slide_01, ...) with the colour signal of `signal_tile`."""
     rng = np.random.default_rng(seed)

@@ -8,7 +8,6 @@ exactly what a job killed at that point leaves on disk; a second run started on 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -21,22 +20,15 @@ import pandas as pd
 import pytest
 
 from test_tiledata import write_signal_stores
+from workflow_scripts.learning.checkpoint import latest_checkpoint, read_arrays
+from workflow_scripts.learning.devices import mixed_precision_policy
 from workflow_scripts.learning.model import load_model
+from workflow_scripts.learning.run_outputs import HISTORY_COLUMNS, read_history, read_metrics_file
+from workflow_scripts.learning.schedule import ScheduleState, tile_loss, update_schedule
+from workflow_scripts.learning.settings import RunSpec, TrainingOutputs, TrainingSettings
 from workflow_scripts.learning.slide_score import grouped_slide_scores, slide_auc
 from workflow_scripts.learning.tiledata import build_tile_index, ordered_batches
-from workflow_scripts.learning.train import (
-    HISTORY_COLUMNS,
-    ScheduleState,
-    TrainingOutputs,
-    TrainingSettings,
-    latest_checkpoint,
-    read_arrays,
-    mixed_precision_policy,
-    select_slides,
-    tile_loss,
-    train,
-    update_schedule,
-)
+from workflow_scripts.learning.train import select_slides, train
 
 LABELS = [0, 1, 0, 1, 0, 1, 0, 1, 0, 1]
 SETTINGS = TrainingSettings(
@@ -44,6 +36,7 @@ SETTINGS = TrainingSettings(
     bn_momentum=0.9, workers=2,
 )
 SEED = 3
+RUN = RunSpec(trait="MKI67", split=1, seed=SEED)
 
 
 class SimulatedKill(RuntimeError):
@@ -63,8 +56,10 @@ def outputs_in(folder: Path) -> TrainingOutputs:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(indexes: tuple, tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainingOutputs, dict, pd.DataFrame, Path]:
-    """One complete training with small patiences (so lr decay and early stopping happen) and its checkpoint after eval 2."""
+def uninterrupted(
+    indexes: tuple, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[TrainingOutputs, dict, pd.DataFrame, Path]:
+    """One complete training with small patiences (lr decay and early stopping happen) and its checkpoint at eval 2."""
     folder = tmp_path_factory.mktemp("uninterrupted")
     outputs = outputs_in(folder)
     snapshot = folder / "killed_after_eval_2"
@@ -73,8 +68,8 @@ def uninterrupted(indexes: tuple, tmp_path_factory: pytest.TempPathFactory) -> t
         if eval_step == 2:
             shutil.copytree(outputs.checkpoint, snapshot, copy_function=os.link)
 
-    metrics = train(*indexes, SETTINGS, SEED, outputs, trait="MKI67", split=1, after_evaluation=snapshot_after_second_evaluation)
-    return outputs, metrics, pd.read_csv(outputs.history, sep="\t"), snapshot
+    metrics = train(*indexes, SETTINGS, RUN, outputs, after_evaluation=snapshot_after_second_evaluation)
+    return outputs, metrics, read_history(outputs.history), snapshot
 
 
 def test_history_has_one_row_per_evaluation(uninterrupted: tuple) -> None:
@@ -88,9 +83,10 @@ def test_history_has_one_row_per_evaluation(uninterrupted: tuple) -> None:
 
 def test_metrics_describe_the_run(uninterrupted: tuple) -> None:
     outputs, metrics, history, _ = uninterrupted
-    assert json.loads(outputs.metrics.read_text()) == metrics
+    assert read_metrics_file(outputs.metrics) == metrics
     assert (metrics["trait"], metrics["split"]) == ("MKI67", 1)
-    assert (metrics["n_train_tiles"], metrics["n_train_slides"], metrics["n_val_tiles"], metrics["n_val_slides"]) == (48, 6, 32, 4)
+    counts = (metrics["n_train_tiles"], metrics["n_train_slides"], metrics["n_val_tiles"], metrics["n_val_slides"])
+    assert counts == (48, 6, 32, 4)
     assert metrics["best_val_slide_auc"] == pytest.approx(history["val_slide_auc"].max(), abs=1e-6)
     assert metrics["best_eval_step"] == int(history.loc[history["val_slide_auc"].idxmax(), "eval_step"])
     assert metrics["seconds"] > 0 and metrics["tiles_per_second"] > 0
@@ -137,21 +133,24 @@ def test_saved_model_holds_the_best_weights(uninterrupted: tuple, indexes: tuple
     assert any(not np.array_equal(ours, final) for ours, final in zip(saved, last))
 
 
-def test_resume_after_a_kill_gives_the_uninterrupted_result(uninterrupted: tuple, indexes: tuple, tmp_path: Path) -> None:
+def test_resume_after_a_kill_gives_the_uninterrupted_result(
+    uninterrupted: tuple, indexes: tuple, tmp_path: Path
+) -> None:
     reference_outputs, reference_metrics, reference_history, killed_checkpoint = uninterrupted
     assert reference_metrics["n_evals"] > 2, "the reference run must continue past the simulated kill"
     outputs = outputs_in(tmp_path)
     shutil.copytree(killed_checkpoint, outputs.checkpoint)
     assert latest_checkpoint(outputs.checkpoint).name == "eval_000002"
-    metrics = train(*indexes, SETTINGS, SEED, outputs, trait="MKI67", split=1)
-    history = pd.read_csv(outputs.history, sep="\t")
+    metrics = train(*indexes, SETTINGS, RUN, outputs)
+    history = read_history(outputs.history)
     pd.testing.assert_frame_equal(history, reference_history, rtol=1e-4)
     for key in ("best_val_slide_auc", "best_eval_step", "stop_reason", "n_evals"):
         assert metrics[key] == reference_metrics[key]
     resumed, reference = load_model(outputs.model), load_model(reference_outputs.model)
     for ours, theirs in zip(resumed.get_weights(), reference.get_weights()):
         np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["checkpoint", "history.tsv", "metrics.json", "model.keras"]
+    written = sorted(path.name for path in tmp_path.iterdir())
+    assert written == ["checkpoint", "history.tsv", "metrics.json", "model.keras"]
     assert [path.name for path in outputs.checkpoint.iterdir()] == [f"eval_{metrics['n_evals']:06d}"]
 
 
@@ -164,7 +163,7 @@ def test_resume_refuses_a_checkpoint_of_another_run(uninterrupted: tuple, indexe
         (latest_checkpoint(reference_outputs.checkpoint) / "state.json").read_text()
     )
     with pytest.raises(ValueError, match="different run"):
-        train(*indexes, SETTINGS, SEED + 1, outputs, trait="MKI67", split=1)
+        train(*indexes, SETTINGS, replace(RUN, seed=SEED + 1), outputs)
 
 
 def test_schedule_decays_lr_and_stops_by_hand() -> None:
@@ -206,7 +205,8 @@ def test_select_slides_keeps_labelled_passing_slides_with_tiles(tmp_path: Path) 
     })
     splits = pd.DataFrame({"patient_id": ["P1", "P2", "P3", "P4", "P5", "P6"], "test": False,
                            "split_0": ["train", "train", "train", "val", "val", "train"]})
-    qc = pd.DataFrame({"slide_id": ["S1", "S2", "S3", "S4", "S5", "S6"], "patient_id": ["P1", "P2", "P3", "P4", "P5", "P6"],
+    qc = pd.DataFrame({"slide_id": ["S1", "S2", "S3", "S4", "S5", "S6"],
+                       "patient_id": ["P1", "P2", "P3", "P4", "P5", "P6"],
                        "status": ["pass", "pass", "pass", "pass", "pass", "fail"], "n_tiles": [5, 4, 3, 0, 2, 9]})
     stores = {slide: tmp_path / f"{slide}.h5" for slide in qc["slide_id"]}
     train_slides, val_slides = select_slides(labels, splits, qc, "T", 0, stores)
@@ -234,15 +234,16 @@ def test_mixed_precision_only_on_gpu() -> None:
 
 
 def test_split_without_validation_slides_keeps_the_last_weights(indexes: tuple, tmp_path: Path) -> None:
-    """Small cohorts: when every validation patient is out of distribution, train to max_evals and keep the last weights."""
+    """Small cohorts: every validation patient out of distribution: train to max_evals and keep the last weights."""
     train_index, _ = indexes
     no_validation = build_tile_index([], [])
     settings = replace(SETTINGS, max_evals=2)
     outputs = outputs_in(tmp_path)
-    metrics = train(train_index, no_validation, settings, SEED, outputs, trait="MKI67", split=3)
-    history = pd.read_csv(outputs.history, sep="\t")
+    metrics = train(train_index, no_validation, settings, replace(RUN, split=3), outputs)
+    history = read_history(outputs.history)
     assert list(history["eval_step"]) == [1, 2]
     assert history["val_slide_auc"].isna().all() and history["val_loss"].isna().all()
-    assert (metrics["selection_metric"], metrics["best_eval_step"], metrics["stop_reason"]) == ("last_weights", 2, "max_evals")
+    chosen = (metrics["selection_metric"], metrics["best_eval_step"], metrics["stop_reason"])
+    assert chosen == ("last_weights", 2, "max_evals")
     assert metrics["best_val_slide_auc"] is None and metrics["n_val_slides"] == 0
     assert set(history["lr"]) == {settings.learning_rate}

@@ -20,6 +20,9 @@ from workflow_runner import REPO_ROOT, SNAKEMAKE, make_workdir, snakemake
         ),
         ({"slides": {"source": "ftp"}}, "source", "ftp"),
         ({"cohort": "bad/name"}, "cohort", "bad/name"),
+        # the cohort-wide default_mpp re-tiled every slide when set; tiling.mpp_overrides replaces it
+        ({"tiling": {"default_mpp": 0.25}}, "default_mpp", "default_mpp"),
+        ({"tiling": {"mpp_overrides": {"slide-1": 0}}}, "mpp_overrides", "exclusiveMinimum"),
     ],
 )
 def test_invalid_config_stops_before_any_job(tmp_path: Path, overrides, key, fragment) -> None:

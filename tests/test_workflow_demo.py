@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import h5py
@@ -11,7 +12,7 @@ import pytest
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
-from workflow_runner import make_workdir, scheduled_rules, snakemake
+from workflow_runner import deep_update, make_workdir, scheduled_rules, snakemake
 from workflow_scripts.analysis.cartography import read_cartography
 from workflow_scripts.demo.layout import BACKGROUND
 from workflow_scripts.slides.qc_table import passed_slides
@@ -159,3 +160,49 @@ def test_changing_a_survival_threshold_reruns_only_survival(demo: Path) -> None:
     config = demo / "config" / "thresholds.yaml"
     config.write_text(yaml.safe_dump(settings, sort_keys=False))
     assert dry_run(demo, "--configfile", str(config)) == {"survival": 1, "all": 1}
+
+
+def override_config(workdir: Path, name: str, overrides: dict) -> Path:
+    """The run's own config with nested overrides, written to config/{name}.yaml for `--configfile`."""
+    import yaml
+
+    settings = yaml.safe_load((workdir / "config" / "config.yaml").read_text())
+    path = workdir / "config" / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(deep_update(settings, overrides), sort_keys=False))
+    return path
+
+
+DOWNSTREAM_OF_TRAINING = {"train": len(TRAITS) * N_SPLITS, "predict": len(TRAITS), "evaluate": 1, "choose_traits": 1,
+                          "cartography": 1, "heterogeneity": 1, "survival": 1, "all": 1}
+
+
+@pytest.mark.parametrize("setting", [{"predict_batch_size": 7}, {"workers": 3}, {"threads": 2, "mem_mb": 2000}])
+def test_runtime_training_settings_rerun_nothing(demo: Path, setting: dict) -> None:
+    """Batch size of scoring, decoding workers, threads and memory change how jobs run, not what they write."""
+    config = override_config(demo, "runtime_training", {"training": setting})
+    assert dry_run(demo, "--configfile", str(config)) == {}
+
+
+def test_a_trajectory_setting_retrains_every_model(demo: Path) -> None:
+    config = override_config(demo, "learning_rate", {"training": {"learning_rate": 0.002}})
+    assert dry_run(demo, "--configfile", str(config)) == DOWNSTREAM_OF_TRAINING
+
+
+def tiled_slides(dry_run_stdout: str) -> list[str]:
+    """Slide ids of the tile_slide jobs a dry run plans (only tile_slide has the slide_id wildcard)."""
+    return sorted(re.findall(r"^\s*wildcards: slide_id=(\S+)$", dry_run_stdout, flags=re.MULTILINE))
+
+
+def test_mpp_override_of_one_slide_retiles_only_that_slide(demo: Path) -> None:
+    slide = sorted(passed_slides(read(demo, "qc/slides.tsv"))["slide_id"])[0]
+    config = override_config(demo, "mpp_override", {"tiling": {"mpp_overrides": {slide: 0.25}}})
+    process = snakemake(demo, "-n", "--cores", "2", "--configfile", str(config))
+    assert tiled_slides(process.stdout) == [slide]
+    # its tile store is rewritten, so the QC table and everything trained on the stores follow
+    assert scheduled_rules(process.stdout) == {"tile_slide": 1, "qc_summary": 1, "splits": 1, **DOWNSTREAM_OF_TRAINING}
+
+
+def test_mpp_override_of_a_slide_not_in_the_cohort_retiles_nothing(demo: Path) -> None:
+    overrides = {"tiling": {"mpp_overrides": {"not-a-slide-of-the-demo": 0.25}}}
+    config = override_config(demo, "mpp_override_other", overrides)
+    assert dry_run(demo, "--configfile", str(config)) == {}

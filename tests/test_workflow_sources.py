@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from gdc_server import GdcServer, ServedFile
-from workflow_runner import make_workdir, scheduled_rules, snakemake
+from workflow_runner import deep_update, make_workdir, scheduled_rules, snakemake
 
 BRCA_MANIFEST = "tcga/gdc_manifest_brca_761.txt"
 MANIFEST_HEADER = ["id", "filename", "md5", "size", "state"]
@@ -304,3 +304,27 @@ def test_editing_the_local_table_replans_the_slide_table(local_cohort) -> None:
     table.write_text("".join(table.read_text().splitlines(keepends=True)[:2]))  # drop patient9_slideB
     process = snakemake(workdir, "-n", "--cores", "1", "--until", "slide_table")
     assert scheduled_rules(process.stdout) == {"slide_table": 1}
+
+
+def with_overrides(workdir: Path, name: str, overrides: dict) -> Path:
+    """The run's own config with nested overrides, written to config/{name}.yaml for `--configfile`."""
+    settings = yaml.safe_load((workdir / "config" / "config.yaml").read_text())
+    path = workdir / "config" / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(deep_update(settings, overrides), sort_keys=False))
+    return path
+
+
+def test_gdc_runtime_settings_rerun_no_discovery(discovered_brca) -> None:
+    """Retries, page size and the token file change how the GDC is asked, not which slides it lists."""
+    workdir = discovered_brca.workdir
+    config = with_overrides(workdir, "gdc_runtime", {"slides": {"gdc": {
+        "retries": 3, "page_size": 50, "token_file": "gdc-token.txt", "max_concurrent": 2}}})
+    process = snakemake(workdir, "-n", "--cores", "1", "--until", "slide_table", "--configfile", str(config))
+    assert scheduled_rules(process.stdout) == {}
+
+
+def test_gdc_project_reruns_discovery(discovered_brca) -> None:
+    workdir = discovered_brca.workdir
+    config = with_overrides(workdir, "gdc_project", {"slides": {"gdc": {"project": "TCGA-LUAD"}}})
+    process = snakemake(workdir, "-n", "--cores", "1", "--until", "slide_table", "--configfile", str(config))
+    assert scheduled_rules(process.stdout) == {"gdc_manifest": 1, "slide_table": 1}

@@ -33,7 +33,7 @@ def main() -> None:
     import numpy as np
 
     from workflow_scripts.learning.model import build_model
-    from workflow_scripts.learning.train import dtype_policy, has_gpu, mixed_precision_policy
+    from workflow_scripts.learning.devices import dtype_policy, has_gpu, mixed_precision_policy
 
     gpu = has_gpu()
     policy = mixed_precision_policy(args.mixed_precision, gpu)

@@ -22,7 +22,7 @@ INPUT_DTYPE = "uint8"
 
 
 def build_model(input_px: int, bn_momentum: float | None = None, name: str = "inception_v3_trait") -> keras.Model:
-    """Build the untrained Inception v3 + Dense(1, sigmoid) classifier, optionally with faster-moving BatchNorm statistics.
+    """Build the untrained Inception v3 + Dense(1, sigmoid) classifier, optionally with faster-moving BatchNorm stats.
 
     `bn_momentum` replaces Keras' default moving-average momentum (0.99) in every BatchNormalization layer; short
     from-scratch runs need ~0.9 so that the inference-mode statistics used for validation catch up with the weights.

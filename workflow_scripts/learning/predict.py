@@ -29,12 +29,71 @@ def model_input_px(model: keras.Model) -> int:
 
 
 def score_batch(models: Sequence[keras.Model], batch: np.ndarray, batch_size: int) -> np.ndarray:
-    """(n, n_models) probabilities of one decoded batch; short batches are padded so each model keeps one traced shape."""
+    """(n, n_models) probabilities of one decoded batch; short batches are padded so each model keeps one shape."""
     n = len(batch)
     if n < batch_size:
         batch = np.concatenate([batch, np.zeros((batch_size - n, *batch.shape[1:]), batch.dtype)])
     columns = [np.asarray(model.predict_on_batch(batch), np.float32).reshape(-1)[:n] for model in models]
     return np.stack(columns, axis=1)
+
+
+class _SharedBatches:
+    """Tiles of consecutive stores packed into full batches; scores are handed back per store, in store order."""
+
+    def __init__(self, models: Sequence[keras.Model], batch_size: int) -> None:
+        self.models = models
+        self.batch_size = batch_size
+        self.pending: list[tuple[int, int, np.ndarray]] = []  # (store number, first row, decoded tiles) not scored
+        self.n_pending = 0
+        self.coords: dict[int, np.ndarray] = {}
+        self.scores: dict[int, np.ndarray] = {}
+        self.unscored: dict[int, int] = {}
+        self.next_to_yield = 0
+
+    def add_store(self, number: int, coords: np.ndarray) -> None:
+        """Register store `number` with its tile coordinates before its tiles arrive."""
+        self.coords[number] = coords
+        self.scores[number] = np.zeros((len(coords), len(self.models)), np.float32)
+        self.unscored[number] = len(coords)
+
+    def add_tiles(self, number: int, row: int, tiles: np.ndarray) -> None:
+        """Queue decoded tiles of store `number` starting at `row`, scoring every full batch."""
+        self.pending.append((number, row, tiles))
+        self.n_pending += len(tiles)
+        while self.n_pending >= self.batch_size:
+            self.score_front(self.batch_size)
+
+    def score_front(self, n_rows: int) -> None:
+        """Score the first `n_rows` queued tiles as one batch and file their probabilities under their stores."""
+        pieces, owners = [], []
+        while n_rows > 0:
+            number, row, tiles = self.pending.pop(0)
+            taken = min(n_rows, len(tiles))
+            pieces.append(tiles[:taken])
+            owners.append((number, row, taken))
+            if taken < len(tiles):
+                self.pending.insert(0, (number, row + taken, tiles[taken:]))
+            n_rows -= taken
+            self.n_pending -= taken
+        probabilities = score_batch(self.models, np.concatenate(pieces), self.batch_size)
+        position = 0
+        for number, row, taken in owners:
+            self.scores[number][row : row + taken] = probabilities[position : position + taken]
+            self.unscored[number] -= taken
+            position += taken
+
+    def flush(self) -> None:
+        """Score the queued tiles that do not fill a batch (at the end)."""
+        if self.n_pending:
+            self.score_front(self.n_pending)
+
+    def finished(self) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """Yield (store number, coords, probabilities) of the fully scored stores next in order."""
+        while self.next_to_yield in self.unscored and self.unscored[self.next_to_yield] == 0:
+            number = self.next_to_yield
+            del self.unscored[number]
+            yield number, self.coords.pop(number), self.scores.pop(number)
+            self.next_to_yield += 1
 
 
 def score_stores(
@@ -48,57 +107,20 @@ def score_stores(
     Tiles of consecutive stores share full batches, so slides smaller than a batch do not each pay for a padded one.
     """
     input_px = model_input_px(models[0])
-    pending: list[tuple[int, int, np.ndarray]] = []  # (store number, first row, decoded tiles) not yet scored
-    n_pending = 0
-    coords: dict[int, np.ndarray] = {}
-    scores: dict[int, np.ndarray] = {}
-    unscored: dict[int, int] = {}
-    next_to_yield = 0
-
-    def score_front(n_rows: int) -> None:
-        nonlocal n_pending
-        pieces, owners = [], []
-        while n_rows > 0:
-            number, row, tiles = pending.pop(0)
-            taken = min(n_rows, len(tiles))
-            pieces.append(tiles[:taken])
-            owners.append((number, row, taken))
-            if taken < len(tiles):
-                pending.insert(0, (number, row + taken, tiles[taken:]))
-            n_rows -= taken
-            n_pending -= taken
-        probabilities = score_batch(models, np.concatenate(pieces), batch_size)
-        position = 0
-        for number, row, taken in owners:
-            scores[number][row : row + taken] = probabilities[position : position + taken]
-            unscored[number] -= taken
-            position += taken
-
-    def finished() -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-        nonlocal next_to_yield
-        while next_to_yield in unscored and unscored[next_to_yield] == 0:
-            del unscored[next_to_yield]
-            yield next_to_yield, coords.pop(next_to_yield), scores.pop(next_to_yield)
-            next_to_yield += 1
-
+    shared = _SharedBatches(models, batch_size)
     for number, store_path in enumerate(store_paths):
         with TileStore(store_path) as store:
-            coords[number] = store.coords.astype(np.int64)
-        scores[number] = np.zeros((len(coords[number]), len(models)), np.float32)
-        unscored[number] = len(coords[number])
+            coords = store.coords.astype(np.int64)
+        shared.add_store(number, coords)
         row = 0
         for batch in slide_batches(store_path, batch_size, input_px, workers):
-            pending.append((number, row, batch))
+            shared.add_tiles(number, row, batch)
             row += len(batch)
-            n_pending += len(batch)
-            while n_pending >= batch_size:
-                score_front(batch_size)
-        if row != len(coords[number]):
-            raise RuntimeError(f"{store_path}: decoded {row} tiles of {len(coords[number])}")
-        yield from finished()
-    if n_pending:
-        score_front(n_pending)
-    yield from finished()
+        if row != len(coords):
+            raise RuntimeError(f"{store_path}: decoded {row} tiles of {len(coords)}")
+        yield from shared.finished()
+    shared.flush()
+    yield from shared.finished()
 
 
 def predict_trait(
@@ -128,7 +150,11 @@ def predict_trait(
         folder.mkdir()
         for number, coords, scores in score_stores(models, store_paths, batch_size, workers):
             slide_id = slide_ids[number]
-            write_predictions(prediction_path(folder, slide_id), SlidePredictions(slide_id, trait, coords, scores, tuple(splits)))
+            predictions = SlidePredictions(slide_id, trait, coords, scores, tuple(splits))
+            write_predictions(prediction_path(folder, slide_id), predictions)
             written.append(prediction_path(output_folder, slide_id))
-            log(f"{trait}: slide {number + 1}/{len(slide_ids)} {slide_id}: {len(coords)} tiles scored by {len(models)} models")
+            log(
+                f"{trait}: slide {number + 1}/{len(slide_ids)} {slide_id}: {len(coords)} tiles scored by "
+                f"{len(models)} models"
+            )
     return written

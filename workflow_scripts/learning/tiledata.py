@@ -183,7 +183,7 @@ class _OpenStores:
 
 
 def decode_flipped(data: bytes, flip_lr: bool, flip_tb: bool) -> np.ndarray:
-    """Decode a JPEG tile and flip it; a left-right flip decodes to BGR and reverses each row's bytes, which is RGB mirrored.
+    """Decode a JPEG tile and flip it; a left-right flip decodes to BGR and reverses each row's bytes (RGB mirrored).
 
     (Mirroring an RGB array directly makes numpy copy 3-byte pixels one by one, costing as much as the decode.)
     """
@@ -247,7 +247,10 @@ def training_batches(
     workers: int = 4,
     prefetch: int | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Yield (tiles uint8 (b, px, px, 3), labels float32 (b, 1)) training batches from `start_step` on (endless if n_steps is None)."""
+    """Yield (tiles uint8 (b, px, px, 3), labels float32 (b, 1)) training batches from `start_step` on.
+
+    Endless when n_steps is None.
+    """
     if index.n_tiles == 0:
         raise ValueError(f"no training tiles in {len(index.stores)} stores")
     if batch_size < 1:

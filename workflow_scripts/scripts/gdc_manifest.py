@@ -9,13 +9,16 @@ from workflow_scripts.inputs.gdc_query import build_manifest  # noqa: E402
 from workflow_scripts.inputs.gdc_session import configured_client  # noqa: E402
 
 settings = dict(snakemake.params.gdc)  # noqa: F821
-client = configured_client(settings.get("api"), settings.get("token_file"), settings.get("retries"), log)
+# Runtime settings (token, retries, page size) are read from snakemake.config, not params, so editing them reruns
+# nothing (rules/common.smk CONFIG_KEYS); a bare test namespace without `config` gets the defaults.
+runtime = (getattr(snakemake, "config", {}).get("slides") or {}).get("gdc") or {}  # noqa: F821
+client = configured_client(settings.get("api"), runtime.get("token_file"), runtime.get("retries"), log)
 files = build_manifest(
     client,
     project=settings.get("project"),
     manifest=settings.get("manifest"),
     exclude=settings.get("exclude") or [],
-    page_size=int(settings.get("page_size") or 500),
+    page_size=int(runtime.get("page_size") or 500),
 )
 if not files:
     raise SystemExit("the GDC manifest has no slides left; check slides.gdc.project, manifest and exclude")

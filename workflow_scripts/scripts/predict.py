@@ -11,10 +11,13 @@ from workflow_scripts.learning.model import limit_cpu_threads  # noqa: E402
 limit_cpu_threads(int(snakemake.threads))  # noqa: F821  (before the backend runs anything)
 
 from workflow_scripts.learning.predict import predict_trait  # noqa: E402
-from workflow_scripts.learning.train import TrainingSettings  # noqa: E402
+from workflow_scripts.learning.settings import TrainingSettings  # noqa: E402
 from workflow_scripts.slides.qc_table import read_passed_slides  # noqa: E402
 
-settings = TrainingSettings.from_config(dict(snakemake.params.training))  # noqa: F821
+# Batch size and decoding workers only change how the job runs: read from snakemake.config, not tracked as params
+# (rules/common.smk CONFIG_KEYS), so editing them reruns nothing.
+runtime = snakemake.config["training"]  # noqa: F821
+settings = TrainingSettings.from_config({key: runtime[key] for key in ("predict_batch_size", "workers")})
 passed = set(read_passed_slides(snakemake.input.qc)["slide_id"])  # noqa: F821
 stores = [Path(path) for path in snakemake.input.stores if Path(path).stem in passed]  # noqa: F821
 written = predict_trait(

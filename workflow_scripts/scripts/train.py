@@ -11,10 +11,16 @@ from workflow_scripts.learning.model import limit_cpu_threads  # noqa: E402
 
 limit_cpu_threads(int(snakemake.threads))  # noqa: F821  (before the backend runs anything)
 
-from workflow_scripts.learning.train import TrainingOutputs, TrainingSettings, train_from_tables  # noqa: E402
+from workflow_scripts.learning.settings import RunSpec, TrainingOutputs, TrainingSettings  # noqa: E402
+from workflow_scripts.learning.train import train_from_tables  # noqa: E402
 
 log.info("job sees CUDA_VISIBLE_DEVICES=%s", os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"))
-settings = TrainingSettings.from_config(dict(snakemake.params.training) | {"threshold": float(snakemake.params.threshold)})  # noqa: F821
+# params.training holds the keys that change the model; decoding workers and the scoring batch only change how the
+# job runs, so they come from snakemake.config (not tracked: editing them retrains nothing; see CONFIG_KEYS in
+# rules/common.smk).
+runtime = {key: snakemake.config["training"][key] for key in ("workers", "predict_batch_size")}  # noqa: F821
+threshold = {"threshold": float(snakemake.params.threshold)}  # noqa: F821
+settings = TrainingSettings.from_config(dict(snakemake.params.training) | runtime | threshold)  # noqa: F821
 outputs = TrainingOutputs.beside(snakemake.output.model, snakemake.output.history, snakemake.output.metrics)  # noqa: F821
 metrics = train_from_tables(
     labels_path=snakemake.input.labels,  # noqa: F821
@@ -22,9 +28,11 @@ metrics = train_from_tables(
     qc_path=snakemake.input.qc,  # noqa: F821
     store_paths=[Path(path) for path in snakemake.input.stores],  # noqa: F821
     settings=settings,
-    seed=int(snakemake.params.seed),  # noqa: F821
-    trait=str(snakemake.params.trait),  # noqa: F821
-    split=int(snakemake.params.split),  # noqa: F821
+    run=RunSpec(
+        trait=str(snakemake.params.trait),  # noqa: F821
+        split=int(snakemake.params.split),  # noqa: F821
+        seed=int(snakemake.params.seed),  # noqa: F821
+    ),
     outputs=outputs,
     log=log.info,
 )
