@@ -22,7 +22,7 @@ from workflow_scripts.analysis.slide_heterogeneity import (
     write_heterogeneity,
 )
 from workflow_scripts.common.seeds import stable_seed
-from workflow_scripts.common.tables import write_tsv
+from workflow_scripts.common.tables import read_table, write_tsv
 from workflow_scripts.slides.qc_table import write_qc_table
 
 BG = 255
@@ -78,7 +78,7 @@ def test_write_heterogeneity_files(tmp_path):
     outputs = HeterogeneityOutputs(out / "hti.tsv", out / "maps", out / "gallery.png")
     table = write_heterogeneity(tmp_path / "traits.tsv", tmp_path / "qc.tsv", tmp_path / "cartography", stores,
                                 SETTINGS, outputs)
-    written = pd.read_csv(outputs.hti, sep="\t")
+    written = read_table(outputs.hti)
     assert written["slide_id"].tolist() == ["S1", "S2"] == table["slide_id"].tolist()
     assert written["hti"].tolist() == pytest.approx([hti(TENSOR), 0.0])
     assert written.loc[0, "hti"] == pytest.approx(-(0.5 * math.log(0.5) + 0.5 * math.log(0.25)) / math.log(3))

@@ -11,7 +11,7 @@ from workflow_scripts.analysis.evaluation_tables import TABLE1_COLUMNS
 from workflow_scripts.analysis.survival import cox_models, logrank_table, survival_cohort
 from workflow_scripts.analysis.survival_figures import threshold_name
 from workflow_scripts.analysis.survival_outputs import SurvivalOutputs, read_traits, write_chosen_traits, write_survival
-from workflow_scripts.common.tables import write_tsv
+from workflow_scripts.common.tables import read_table, write_tsv
 from workflow_scripts.learning.labels import write_labels
 from workflow_scripts.learning.splits import write_splits
 
@@ -51,14 +51,14 @@ def test_write_survival_tables_and_figures(tmp_path):
     patients = {patient for index, patient in enumerate(cohort["patient_id"]) if index % 4 or index % 8 == 0}
     expected = survival_cohort(cohort[["slide_id", "patient_id", "hti"]], cohort.drop(columns=["slide_id", "hti"]),
                                patients)
-    written = pd.read_csv(outputs.cohort, sep="\t")
+    written = read_table(outputs.cohort)
     assert sorted(written["patient_id"]) == sorted(patients)
-    hti_rows = pd.read_csv(outputs.logrank, sep="\t").query("comparison == 'hti'").reset_index(drop=True)
+    hti_rows = read_table(outputs.logrank).query("comparison == 'hti'").reset_index(drop=True)
     direct = logrank_table(expected, ["A", "B"], THRESHOLDS)
     np.testing.assert_allclose(hti_rows["p_value"], direct["p_value"])
     np.testing.assert_allclose(hti_rows["test_statistic"], direct["test_statistic"])
     assert (table["comparison"] == "expression_label").sum() == 2 and table["traits"].tolist()[-2:] == ["A", "B"]
-    cox = pd.read_csv(outputs.cox, sep="\t")
+    cox = read_table(outputs.cox)
     assert cox["hr"].to_numpy() == pytest.approx(cox_models(expected)["hr"].to_numpy())
     figures = {path.name for path in (out / "figures").iterdir()}
     assert figures == {f"km_hti_{threshold_name(t['low_max'], t['high_min'])}.png" for t in THRESHOLDS} | {

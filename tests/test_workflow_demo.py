@@ -1,11 +1,10 @@
-"""End to end: the demo config run by Snakemake recovers the planted truth; partial reruns schedule only what changed."""
+"""End to end: the demo run by Snakemake recovers the planted truth; partial reruns schedule only what changed."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,7 +13,9 @@ from sklearn.metrics import roc_auc_score
 
 from workflow_runner import deep_update, make_workdir, scheduled_rules, snakemake
 from workflow_scripts.analysis.cartography import read_cartography
+from workflow_scripts.common.tables import read_table
 from workflow_scripts.demo.layout import BACKGROUND
+from workflow_scripts.demo.truth import read_slide_truths, read_truth
 from workflow_scripts.slides.qc_table import passed_slides
 
 pytestmark = [pytest.mark.slow]  # the module-scoped demo run is shared: `make test` keeps a file on one worker
@@ -25,8 +26,15 @@ TRAITS = ["MKI67", "miR-17-5p"]
 # same generator, cohort, tiling, labels and test set as `make demo`; only fewer models are trained.
 OVERRIDES = {"splits": {"n_splits": 2}, "ensemble": {"top_k": 2}}
 N_SPLITS = OVERRIDES["splits"]["n_splits"]
-DOWNSTREAM_OF_ONE_TRAIT = {"predict": 1, "evaluate": 1, "choose_traits": 1, "cartography": 1,
-                           "heterogeneity": 1, "survival": 1, "all": 1}
+DOWNSTREAM_OF_ONE_TRAIT = {
+    "predict": 1,
+    "evaluate": 1,
+    "choose_traits": 1,
+    "cartography": 1,
+    "heterogeneity": 1,
+    "survival": 1,
+    "all": 1,
+}
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +48,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def read(workdir: Path, name: str) -> pd.DataFrame:
     """A TSV output of the demo run."""
-    return pd.read_csv(workdir / RESULTS / name, sep="\t")
+    return read_table(workdir / RESULTS / name)
 
 
 def test_report_and_figures_exist(demo: Path) -> None:
@@ -73,7 +81,9 @@ def test_table1_matches_recomputation_from_slide_scores(demo: Path) -> None:
         for name in ("ood_near", "ood_all"):
             rows = ensemble[ensemble["set"] == name]
             assert table1.loc[trait, f"n_{name}"] == len(rows)
-            assert table1.loc[trait, f"{name}_auc_ensemble"] == pytest.approx(roc_auc_score(rows["label"], rows["score"]))
+            assert table1.loc[trait, f"{name}_auc_ensemble"] == pytest.approx(
+                roc_auc_score(rows["label"], rows["score"])
+            )
 
 
 def test_planted_traits_are_recovered(demo: Path) -> None:
@@ -87,9 +97,9 @@ def test_tile_calls_match_the_planted_truth(demo: Path) -> None:
     agree, total = np.zeros(len(TRAITS)), 0
     for path in sorted((demo / RESULTS / "cartography").glob("*.h5")):
         calls, traits, _ = read_cartography(path)
-        with h5py.File(demo / "resources/demo/truth" / path.name) as truth:
-            assert traits == list(truth.attrs["traits"]) == TRAITS
-            planted = truth["traits"][()]
+        truth = read_truth(demo / "resources/demo/truth" / path.name)
+        assert traits == list(truth.traits) == TRAITS
+        planted = truth.trait_grid
         both = (calls[..., 0] != BACKGROUND) & (planted[..., 0] != BACKGROUND)
         agree += (calls[both] == planted[both]).sum(axis=0)
         total += int(both.sum())
@@ -100,7 +110,7 @@ def test_tile_calls_match_the_planted_truth(demo: Path) -> None:
 
 def test_predicted_heterogeneity_tracks_the_truth(demo: Path) -> None:
     cohort = read(demo, "survival/cohort.tsv")
-    truth = pd.read_csv(demo / "resources/demo/truth/slides.tsv", sep="\t")
+    truth = read_slide_truths(demo / "resources/demo/truth/slides.tsv")
     joined = cohort.merge(truth, on="slide_id").dropna(subset=["hti", "true_hti"])
     assert len(joined) >= 20
     rho = spearmanr(joined["hti"], joined["true_hti"]).statistic
@@ -121,9 +131,23 @@ def dry_run(workdir: Path, *args: str) -> dict[str, int]:
 
 def test_rulegraph_after_the_run_has_every_rule(demo: Path) -> None:
     graph = snakemake(demo, "--rulegraph", "--cores", "1").stdout
-    for rule in ("demo_cohort", "tile_slide", "qc_summary", "labels_trait", "labels_summary", "clinical", "splits",
-                 "train", "predict", "evaluate", "choose_traits", "cartography", "heterogeneity", "survival"):
-        assert f"label = \"{rule}\"" in graph, rule
+    for rule in (
+        "demo_cohort",
+        "tile_slide",
+        "qc_summary",
+        "labels_trait",
+        "labels_summary",
+        "clinical",
+        "splits",
+        "train",
+        "predict",
+        "evaluate",
+        "choose_traits",
+        "cartography",
+        "heterogeneity",
+        "survival",
+    ):
+        assert f'label = "{rule}"' in graph, rule
 
 
 def test_nothing_left_to_do_after_the_demo(demo: Path) -> None:
@@ -138,7 +162,9 @@ def test_retraining_one_trait_reruns_only_its_downstream(demo: Path) -> None:
 
 def test_retraining_one_split(demo: Path) -> None:
     assert dry_run(demo, "--forcerun", str(RESULTS / "models/miR-17-5p/split_1/model.keras")) == {
-        "train": 1, **DOWNSTREAM_OF_ONE_TRAIT}
+        "train": 1,
+        **DOWNSTREAM_OF_ONE_TRAIT,
+    }
 
 
 def test_adding_a_trait_runs_only_its_jobs_and_the_summaries(demo: Path) -> None:
@@ -172,8 +198,16 @@ def override_config(workdir: Path, name: str, overrides: dict) -> Path:
     return path
 
 
-DOWNSTREAM_OF_TRAINING = {"train": len(TRAITS) * N_SPLITS, "predict": len(TRAITS), "evaluate": 1, "choose_traits": 1,
-                          "cartography": 1, "heterogeneity": 1, "survival": 1, "all": 1}
+DOWNSTREAM_OF_TRAINING = {
+    "train": len(TRAITS) * N_SPLITS,
+    "predict": len(TRAITS),
+    "evaluate": 1,
+    "choose_traits": 1,
+    "cartography": 1,
+    "heterogeneity": 1,
+    "survival": 1,
+    "all": 1,
+}
 
 
 @pytest.mark.parametrize("setting", [{"predict_batch_size": 7}, {"workers": 3}, {"threads": 2, "mem_mb": 2000}])

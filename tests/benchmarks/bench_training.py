@@ -32,8 +32,8 @@ def main() -> None:
     import keras
     import numpy as np
 
-    from workflow_scripts.learning.model import build_model
     from workflow_scripts.learning.devices import dtype_policy, has_gpu, mixed_precision_policy
+    from workflow_scripts.learning.model import build_model
 
     gpu = has_gpu()
     policy = mixed_precision_policy(args.mixed_precision, gpu)

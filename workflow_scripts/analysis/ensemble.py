@@ -2,6 +2,10 @@
 
 Tiles are always matched by their level-0 (x, y) coordinates, never by their position in a file, because
 different writers (prediction jobs, tile stores) may store the same tiles in different orders.
+
+Contract of evaluation/ensemble_members.tsv (written by `write_members`, read by `read_members`): columns
+MEMBER_COLUMNS, one row per trait and split model: `best_val_slide_auc` (NaN when undefined), `rank` (1 = best;
+ties broken by split number) and `chosen` (True for the top_k members of the vote).
 """
 
 from __future__ import annotations

@@ -11,6 +11,10 @@ Definitions (one trait, over the cohort: patients in the slide table that have a
   ties). For an untied value this is the p at which numpy.percentile returns exactly that value, so
   percentile >= high <=> label 1 and percentile <= low <=> label 0. Labels compare values, not ranks, so
   tied patients always share a label.
+
+Contract of labels/{trait}.tsv and labels/labels.tsv (this module writes and reads them): columns LABEL_COLUMNS,
+one row per cohort patient and trait; `label` 1, 0 or missing (NaN) for out-of-distribution patients; `set` one
+of SETS; `median_label` 0 or 1; `value` the expression value and `percentile` its percentile in the cohort.
 """
 
 from __future__ import annotations
@@ -202,7 +206,9 @@ def summarise_labels(labels: pd.DataFrame, slides: pd.DataFrame, traits: Sequenc
     return pd.DataFrame(rows)
 
 
-def trait_slide_sets(labels: pd.DataFrame, splits: pd.DataFrame, qc: pd.DataFrame, trait: str, split: int) -> pd.DataFrame:
+def trait_slide_sets(
+    labels: pd.DataFrame, splits: pd.DataFrame, qc: pd.DataFrame, trait: str, split: int
+) -> pd.DataFrame:
     """Slides of one trait and split with their role (train|val|test|ood_near|ood_far) and their patient's label.
 
     Train-pool patients take their role from column split_{split} of the splits table; out-of-distribution

@@ -71,7 +71,9 @@ def read_predictions(path: str | os.PathLike, trait: str | None = None) -> Slide
     if scores.ndim == 1:
         scores = scores[:, None]
     if scores.shape != (coords.shape[0], len(splits)):
-        raise ValueError(f"{path}: scores shape {scores.shape} does not match {coords.shape[0]} tiles x splits {splits}")
+        raise ValueError(
+            f"{path}: scores shape {scores.shape} does not match {coords.shape[0]} tiles x splits {splits}"
+        )
     if trait is not None and found_trait != trait:
         raise ValueError(f"{path}: holds predictions of trait {found_trait}, expected {trait}")
     return SlidePredictions(slide_id, found_trait, coords, scores, splits)

@@ -7,6 +7,10 @@ least 1 when n >= 10); then, for k = 0..n_splits-1 in turn, a further permutatio
 fraction is of ALL patients, as in the paper); the rest train. Rounding is half up. The same generator is
 used in sequence, so the first k splits do not change when n_splits grows, and no trait enters the draw, so
 every trait uses the same splits.
+
+Contract of splits/splits.tsv (this module writes it and is its one reader, `read_splits`): columns `patient_id`,
+`test` (True/False) and `split_<k>` for k = 0..n_splits-1 holding train, val or test (test exactly where `test` is
+True); one row per patient with a passing slide.
 """
 
 from __future__ import annotations
@@ -108,11 +112,15 @@ def read_splits(path: str | os.PathLike) -> pd.DataFrame:
     for column in [name for name in table.columns if name.startswith("split_")]:
         roles = set(table[column])
         if not roles <= set(ROLES):
-            raise ValueError(f"{path}: column {column} has value(s) {sorted(roles - set(ROLES))}; expected {list(ROLES)}")
+            raise ValueError(
+                f"{path}: column {column} has value(s) {sorted(roles - set(ROLES))}; expected {list(ROLES)}"
+            )
         if (table.loc[table["test"], column] != "test").any() or (table.loc[~table["test"], column] == "test").any():
             raise ValueError(f"{path}: column {column} disagrees with column test about the held-out patients")
     if table["patient_id"].duplicated().any():
-        raise ValueError(f"{path}: patient ids repeat: {sorted(set(table['patient_id'][table['patient_id'].duplicated()]))}")
+        raise ValueError(
+            f"{path}: patient ids repeat: {sorted(set(table['patient_id'][table['patient_id'].duplicated()]))}"
+        )
     return table
 
 
