@@ -10,7 +10,6 @@ ties broken by split number) and `chosen` (True for the top_k members of the vot
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Iterable
@@ -21,6 +20,7 @@ import pandas as pd
 
 from workflow_scripts.common.tables import read_text_table, write_tsv
 from workflow_scripts.learning.predictions import SlidePredictions
+from workflow_scripts.learning.run_outputs import read_metrics_file
 from workflow_scripts.learning.slide_score import binarise, positive_fraction
 
 MEMBER_COLUMNS = ["trait", "split", "best_val_slide_auc", "rank", "chosen"]
@@ -31,10 +31,7 @@ def read_metrics(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
     rows = []
     for path in paths:
         path = Path(path)
-        try:
-            metrics = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as error:
-            raise ValueError(f"{path}: unreadable metrics file ({error})") from error
+        metrics = read_metrics_file(path)
         split = metrics.get("split", _split_from_path(path))
         trait = metrics.get("trait", path.parent.parent.name)
         auc = metrics.get("best_val_slide_auc")

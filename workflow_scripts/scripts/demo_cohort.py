@@ -2,12 +2,12 @@
 
 from workflow_scripts.common.logs import get_logger
 
-log = get_logger(__name__, snakemake.log[0])  # noqa: F821 (injected by Snakemake)
+log = get_logger(__name__, snakemake.log[0])
 
-from workflow_scripts.demo.cohort import DemoOutputs, write_demo_cohort  # noqa: E402
-from workflow_scripts.demo.config import DemoConfig  # noqa: E402
+from workflow_scripts.demo.cohort import DemoOutputs, write_demo_cohort
+from workflow_scripts.demo.config import DemoConfig
 
-output = snakemake.output  # noqa: F821
+output = snakemake.output
 outputs = DemoOutputs.of(
     table=output.table,
     slides_dir=output.slides,
@@ -16,4 +16,4 @@ outputs = DemoOutputs.of(
     clinical=output.clinical,
     truth_dir=output.truth,
 )
-write_demo_cohort(DemoConfig.from_mapping(snakemake.params.demo), int(snakemake.params.seed), outputs, log)  # noqa: F821
+write_demo_cohort(DemoConfig.from_mapping(snakemake.params.demo), int(snakemake.params.seed), outputs, log)

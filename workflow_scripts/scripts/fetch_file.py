@@ -2,14 +2,14 @@
 
 from workflow_scripts.common.logs import get_logger
 
-log = get_logger(__name__, snakemake.log[0])  # noqa: F821 - injected by Snakemake
+log = get_logger(__name__, snakemake.log[0])
 
-from workflow_scripts.inputs.gdc_download import fetch_source  # noqa: E402
-from workflow_scripts.inputs.gdc_session import configured_client  # noqa: E402
+from workflow_scripts.inputs.gdc_download import fetch_source
+from workflow_scripts.inputs.gdc_session import configured_client
 
-params = snakemake.params  # noqa: F821
+params = snakemake.params
 # Runtime settings (token, retries, page size) are read from snakemake.config, not params, so editing them reruns
 # nothing (rules/common.smk CONFIG_KEYS); a bare test namespace without `config` gets the defaults.
-runtime = (getattr(snakemake, "config", {}).get("slides") or {}).get("gdc") or {}  # noqa: F821
+runtime = (getattr(snakemake, "config", {}).get("slides") or {}).get("gdc") or {}
 client = configured_client(getattr(params, "api", None), runtime.get("token_file"), runtime.get("retries"), log)
-fetch_source(client, params.source, snakemake.output[0])  # noqa: F821
+fetch_source(client, params.source, snakemake.output[0])

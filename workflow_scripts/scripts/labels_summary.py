@@ -2,14 +2,14 @@
 
 from workflow_scripts.common.logs import get_logger
 
-log = get_logger(__name__, snakemake.log[0])  # noqa: F821
+log = get_logger(__name__, snakemake.log[0])
 
-from workflow_scripts.learning.labels import make_labels_summary_files  # noqa: E402
+from workflow_scripts.learning.labels import make_labels_summary_files
 
 make_labels_summary_files(
-    list(snakemake.input.labels),  # noqa: F821
-    snakemake.input.slides,  # noqa: F821
-    snakemake.output.labels,  # noqa: F821
-    snakemake.output.summary,  # noqa: F821
+    list(snakemake.input.labels),
+    snakemake.input.slides,
+    snakemake.output.labels,
+    snakemake.output.summary,
     log,
 )

@@ -2,11 +2,11 @@
 
 from workflow_scripts.common.logs import get_logger
 
-log = get_logger(__name__, snakemake.log[0])  # noqa: F821 (injected by Snakemake)
+log = get_logger(__name__, snakemake.log[0])
 
-from workflow_scripts.slides.qc_table import summarise_qc  # noqa: E402
+from workflow_scripts.slides.qc_table import summarise_qc
 
-table = summarise_qc(snakemake.input.rows, snakemake.params.exclude or [], snakemake.output.table)  # noqa: F821
+table = summarise_qc(snakemake.input.rows, snakemake.params.exclude or [], snakemake.output.table)
 log.info(
     "%d slides: %d pass, %d fail",
     len(table),

@@ -2,17 +2,17 @@
 
 from workflow_scripts.common.logs import get_logger
 
-log = get_logger(__name__, snakemake.log[0])  # noqa: F821 - injected by Snakemake
+log = get_logger(__name__, snakemake.log[0])
 
-from workflow_scripts.inputs.slidetable import build_slide_table, write_slide_table  # noqa: E402
+from workflow_scripts.inputs.slidetable import build_slide_table, write_slide_table
 
-inputs = snakemake.input  # noqa: F821
+inputs = snakemake.input
 manifest = inputs.get("manifest") if hasattr(inputs, "get") else getattr(inputs, "manifest", None)
 records = build_slide_table(
-    slides=dict(snakemake.params.slides),  # noqa: F821
-    cohort=snakemake.params.cohort,  # noqa: F821
+    slides=dict(snakemake.params.slides),
+    cohort=snakemake.params.cohort,
     manifest=manifest,
     log=log,
 )
-write_slide_table(records, snakemake.output.table)  # noqa: F821
-log.info("wrote %d slides to %s", len(records), snakemake.output.table)  # noqa: F821
+write_slide_table(records, snakemake.output.table)
+log.info("wrote %d slides to %s", len(records), snakemake.output.table)

@@ -5,33 +5,33 @@ from pathlib import Path
 
 from workflow_scripts.common.logs import get_logger
 
-log = get_logger(__name__, snakemake.log[0])  # noqa: F821
+log = get_logger(__name__, snakemake.log[0])
 
-from workflow_scripts.learning.model import limit_cpu_threads  # noqa: E402
+from workflow_scripts.learning.model import limit_cpu_threads
 
-limit_cpu_threads(int(snakemake.threads))  # noqa: F821  (before the backend runs anything)
+limit_cpu_threads(int(snakemake.threads))  # before the backend runs anything
 
-from workflow_scripts.learning.settings import RunSpec, TrainingOutputs, TrainingSettings  # noqa: E402
-from workflow_scripts.learning.train import train_from_tables  # noqa: E402
+from workflow_scripts.learning.settings import RunSpec, TrainingOutputs, TrainingSettings
+from workflow_scripts.learning.train import train_from_tables
 
 log.info("job sees CUDA_VISIBLE_DEVICES=%s", os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"))
 # params.training holds the keys that change the model; decoding workers and the scoring batch only change how the
 # job runs, so they come from snakemake.config (not tracked: editing them retrains nothing; see CONFIG_KEYS in
 # rules/common.smk).
-runtime = {key: snakemake.config["training"][key] for key in ("workers", "predict_batch_size")}  # noqa: F821
-threshold = {"threshold": float(snakemake.params.threshold)}  # noqa: F821
-settings = TrainingSettings.from_config(dict(snakemake.params.training) | runtime | threshold)  # noqa: F821
-outputs = TrainingOutputs.beside(snakemake.output.model, snakemake.output.history, snakemake.output.metrics)  # noqa: F821
+runtime = {key: snakemake.config["training"][key] for key in ("workers", "predict_batch_size")}
+threshold = {"threshold": float(snakemake.params.threshold)}
+settings = TrainingSettings.from_config(dict(snakemake.params.training) | runtime | threshold)
+outputs = TrainingOutputs.beside(snakemake.output.model, snakemake.output.history, snakemake.output.metrics)
 metrics = train_from_tables(
-    labels_path=snakemake.input.labels,  # noqa: F821
-    splits_path=snakemake.input.splits,  # noqa: F821
-    qc_path=snakemake.input.qc,  # noqa: F821
-    store_paths=[Path(path) for path in snakemake.input.stores],  # noqa: F821
+    labels_path=snakemake.input.labels,
+    splits_path=snakemake.input.splits,
+    qc_path=snakemake.input.qc,
+    store_paths=[Path(path) for path in snakemake.input.stores],
     settings=settings,
     run=RunSpec(
-        trait=str(snakemake.params.trait),  # noqa: F821
-        split=int(snakemake.params.split),  # noqa: F821
-        seed=int(snakemake.params.seed),  # noqa: F821
+        trait=str(snakemake.params.trait),
+        split=int(snakemake.params.split),
+        seed=int(snakemake.params.seed),
     ),
     outputs=outputs,
     log=log.info,
