@@ -1,14 +1,21 @@
+import difflib
 import functools
 import os
 import re
 import sys
 
+import jsonschema
+import yaml
 from snakemake.utils import min_version, validate
 
 # The DAG reads the slide and QC tables through their format owners in the package.
 sys.path.insert(0, workflow.basedir)
+from workflow_scripts.demo.config import DemoConfig
 from workflow_scripts.inputs.slidetable import read_slide_table
+from workflow_scripts.learning.labels import LabelSettings
+from workflow_scripts.learning.splits import SplitSettings
 from workflow_scripts.slides.qc_table import passed_slides, read_qc_table
+from workflow_scripts.slides.tilingconfig import TilingConfig
 
 min_version("9.0")
 
@@ -16,7 +23,184 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+# A bad config stops the run before any job, with one short line per problem naming the key (and a close match for
+# a typo'd key); the schema rules behind each problem are printed only with --verbose or WORKFLOW_CONFIG_VERBOSE=1.
+CONFIG_VERBOSE = "--verbose" in sys.argv or os.environ.get(
+    "WORKFLOW_CONFIG_VERBOSE", ""
+) not in ("", "0")
+
+
+def config_key_name(path):
+    """A config key as the user writes it, from a jsonschema path: e.g. traits[0].source."""
+    name = ""
+    for part in path:
+        if isinstance(part, int):
+            name += f"[{part}]"
+        else:
+            name += f".{part}" if name else str(part)
+    return name or "(top level)"
+
+
+def config_problems(error):
+    """Short lines naming the key of one schema violation; unknown keys get a close match or the allowed keys."""
+    if error.validator in ("oneOf", "anyOf") and error.context:
+        # the alternative of the value's own type says best what is wrong with it
+        same_type = [
+            e for e in error.context if e.validator != "type" or e.relative_path
+        ]
+        return config_problems(
+            jsonschema.exceptions.best_match(same_type or error.context)
+        )
+    key = config_key_name(error.absolute_path)
+    prefix = f"{key}." if error.absolute_path else ""
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = list(error.schema.get("properties", {}))
+        problems = []
+        for unknown in sorted(set(error.instance) - set(allowed), key=str):
+            close = difflib.get_close_matches(str(unknown), allowed, n=1)
+            hint = (
+                f"did you mean {prefix}{close[0]}?"
+                if close
+                else f"allowed keys: {', '.join(allowed)}"
+            )
+            problems.append(f"config key {prefix}{unknown} is not allowed; {hint}")
+        return problems
+    if error.validator == "required" and isinstance(error.instance, dict):
+        missing = [name for name in error.validator_value if name not in error.instance]
+        return [f"config key {prefix}{name} is required" for name in missing]
+    message = (
+        error.message if len(error.message) <= 200 else error.message[:200] + "..."
+    )
+    return [f"config key {key}: {message} (schema rule {error.validator})"]
+
+
+def check_config_schema(schema_path):
+    """Raise one short message listing every schema violation of the config, before any default is filled in."""
+    with open(schema_path) as handle:
+        schema = yaml.safe_load(handle)
+    errors = sorted(
+        jsonschema.Draft202012Validator(schema).iter_errors(config),
+        key=lambda error: [str(part) for part in error.absolute_path],
+    )
+    if not errors:
+        return
+    problems = [line for error in errors for line in config_problems(error)]
+    message = "config validation failed (config/schema.yaml):\n  " + "\n  ".join(
+        problems
+    )
+    if CONFIG_VERBOSE:
+        message += "\n\n" + "\n\n".join(str(error) for error in errors)
+    else:
+        message += (
+            "\n(the schema rules: rerun with --verbose or WORKFLOW_CONFIG_VERBOSE=1)"
+        )
+    raise ValueError(message)
+
+
+check_config_schema(os.path.join(workflow.basedir, "config", "schema.yaml"))
 validate(config, schema="../config/schema.yaml")
+
+
+def config_input_paths():
+    """Local inputs that must exist before the run, by config key (the files the demo generator writes excepted)."""
+    slides = config["slides"]
+    paths = {}
+    if slides["source"] == "local":
+        for key in ("table", "folder"):
+            if slides["local"].get(key):
+                paths[f"slides.local.{key}"] = slides["local"][key]
+    if slides["source"] == "gdc" and slides["gdc"].get("manifest"):
+        paths["slides.gdc.manifest"] = slides["gdc"]["manifest"]
+    for source in sorted({trait["source"] for trait in config["traits"]}):
+        if isinstance(config["expression"].get(source), str):
+            paths[f"expression.{source}"] = config["expression"][source]
+    if isinstance(config["clinical"]["path"], str):
+        paths["clinical.path"] = config["clinical"]["path"]
+    if slides["source"] == "synthetic":
+        generated = {
+            os.path.normpath(f"resources/{config['cohort']}/{path}")
+            for path in (
+                "expression/mrna.tsv",
+                "expression/mirna.csv",
+                "clinical/data_clinical_patient.txt",
+            )
+        }
+        paths = {
+            key: path
+            for key, path in paths.items()
+            if os.path.normpath(path) not in generated
+        }
+    return paths
+
+
+def config_cross_problems():
+    """What the schema cannot say: keys that must agree with each other, and local inputs that must exist."""
+    names = [trait["name"] for trait in config["traits"]]
+    problems = []
+    if config["slides"]["source"] == "local" and not any(
+        config["slides"]["local"].get(key) for key in ("table", "folder")
+    ):
+        problems.append(
+            "config key slides.local.table or slides.local.folder is required when slides.source is local"
+        )
+    for key, path in config_input_paths().items():
+        if not os.path.exists(path):
+            problems.append(
+                f"config key {key}: {path!r} does not exist (relative to {os.getcwd()})"
+            )
+    chosen = config["heterogeneity"]["traits"]
+    for name in chosen or []:
+        if name not in names:
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = (
+                f"did you mean {close[0]}?" if close else f"configured traits: {names}"
+            )
+            problems.append(
+                f"config key heterogeneity.traits: {name!r} is not a configured trait name; {hint}"
+            )
+    if chosen and len(set(chosen)) != len(chosen):
+        problems.append(f"config key heterogeneity.traits: names repeat, got {chosen}")
+    if not chosen and len(set(names)) < 2:
+        problems.append(
+            f"config key traits: heterogeneity needs at least 2 traits, got {names}"
+        )
+    for index, pair in enumerate(config["survival"]["thresholds"]):
+        if pair["high_min"] < pair["low_max"]:
+            problems.append(
+                f"config key survival.thresholds[{index}]: high_min {pair['high_min']} is below low_max "
+                f"{pair['low_max']}"
+            )
+    return problems + config_settings_problems()
+
+
+def config_settings_problems():
+    """The checks of the settings classes the jobs build from the config, run now rather than in the jobs."""
+    checks = [
+        (SplitSettings.from_config, config["splits"]),
+        (LabelSettings.from_config, config["labels"]),
+        (TilingConfig.from_params, config["tiling"]),
+    ]
+    if config["slides"]["source"] == "synthetic":
+        checks.append((DemoConfig.from_mapping, config["demo"]))
+    problems = []
+    for build, section in checks:
+        try:
+            build(section)
+        except ValueError as error:
+            problems.append(f"config check failed: {error}")
+    return problems
+
+
+def check_config_across_keys():
+    """Raise one short message listing every cross-key problem of the config, before any job."""
+    problems = config_cross_problems()
+    if problems:
+        raise ValueError(
+            "config check failed before any job:\n  " + "\n  ".join(problems)
+        )
+
+
+check_config_across_keys()
 
 # Scripts import the package from the repository, also inside per-rule conda environments and on cluster
 # nodes (envvars passes the variable on to remote jobs).
@@ -37,7 +221,7 @@ envvars:
 # a key added to config/schema.yaml must be classified here, or the workflow refuses to start.
 CONFIG_KEYS = {
     "slides": {
-        "output": ("source", "exclude", "local"),
+        "output": ("source", "exclude", "sample_types", "local"),
         "sections": ("gdc",),
     },
     "slides.gdc": {

@@ -55,6 +55,7 @@ rule clinical:
         "../envs/analysis.yaml"
     params:
         format=config["clinical"]["format"],
+        exclude_redacted=config["clinical"]["exclude_redacted"],
     script:
         "../workflow_scripts/scripts/clinical.py"
 

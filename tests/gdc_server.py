@@ -15,6 +15,7 @@ import json
 import math
 import socket
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -43,7 +44,12 @@ class ServedFile:
     data_type: str = "Slide Image"
     experimental_strategy: str = "Diagnostic Slide"
     data_format: str = "SVS"
-    fail_first: int = 0  # answer this many /data requests with 503 before serving
+    fail_first: int = 0  # answer this many /data requests with `fail_status` before serving
+    fail_status: int = 503  # the status of those failures (503 transient, 501 permanent, ...)
+    retry_after: str | None = None  # Retry-After header sent with the failures
+    redirect_to: str | None = None  # answer /data with 302 to this base URL + /data/{id} (another host)
+    send_chunk: int | None = None  # serve the body in pieces of this many bytes ...
+    send_delay_s: float = 0.0  # ... with this pause after each (a slow server, for kill-mid-file tests)
     cut_after: int | None = None  # send headers and this many body bytes, then drop the connection
     cut_times: int = 1  # how many responses are cut
     ignore_range: bool = False  # answer Range requests with the whole file (200)
@@ -154,6 +160,9 @@ class GdcServer:
         self._httpd.serve_forever()
 
     def _handler_class(self):
+        """The request handler class, closed over this server (its files, token, recorded requests and lock).
+
+        Size: one handler class per server; its methods are the GDC endpoints and fault knobs, kept together."""
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -182,6 +191,8 @@ class GdcServer:
                     if "filters" in query:
                         query["filters"] = json.loads(query["filters"])
                     return self._files(query)
+                if parts.path.startswith("/files/"):
+                    return self._file_record(parts.path.removeprefix("/files/"), parse_qs(parts.query))
                 if parts.path.startswith("/data/"):
                     return self._data(parts.path.removeprefix("/data/"))
                 if parts.path.rstrip("/") == "/status":
@@ -221,10 +232,43 @@ class GdcServer:
                     "warnings": {},
                 })
 
+            def _file_record(self, file_id: str, query: dict) -> None:
+                """`/files/{id}?fields=...`: one file's metadata under `data`, like the real API."""
+                served = server.files.get(file_id)
+                if served is None:
+                    return self._json(404, {"message": f"file {file_id} not found"})
+                fields = [f for f in query.get("fields", ["file_id,file_name"])[-1].split(",") if f]
+                self._json(200, {"data": _hit(served, fields), "warnings": {}})
+
+            def _fail(self, served: ServedFile) -> None:
+                data = json.dumps({"message": f"injected HTTP {served.fail_status}"}).encode()
+                self.send_response(served.fail_status)
+                if served.retry_after is not None:
+                    self.send_header("Retry-After", served.retry_after)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _send_slowly(self, body: bytes, served: ServedFile) -> None:
+                try:
+                    for offset in range(0, len(body), served.send_chunk):
+                        self.wfile.write(body[offset:offset + served.send_chunk])
+                        self.wfile.flush()
+                        time.sleep(served.send_delay_s)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True
+
             def _data(self, file_id: str) -> None:
                 served = server.files.get(file_id)
                 if served is None or served.content is None:
                     return self._json(404, {"message": f"file {file_id} not found"})
+                if served.redirect_to is not None:
+                    self.send_response(302)
+                    self.send_header("Location", f"{served.redirect_to.rstrip('/')}/data/{file_id}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if server.token is not None and self.headers.get("X-Auth-Token") != server.token:
                     return self._json(403, {"message": "a valid X-Auth-Token is required"})
                 with server._lock:
@@ -235,7 +279,7 @@ class GdcServer:
                     if cutting:
                         served.cut_times -= 1
                 if failing:
-                    return self._json(503, {"message": "service temporarily unavailable"})
+                    return self._fail(served)
                 content = served.content
                 start, end = 0, len(content) - 1
                 requested = self.headers.get("Range")
@@ -265,6 +309,8 @@ class GdcServer:
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
+                if served.send_chunk:
+                    return self._send_slowly(body, served)
                 self.wfile.write(body)
 
         return Handler

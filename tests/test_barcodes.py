@@ -10,10 +10,12 @@ import pytest
 
 from workflow_scripts.inputs.barcodes import (
     is_tcga_name,
+    normalise_sample_types,
     parse_barcode,
     parse_slide_filename,
     patient_id,
     same_slide_uuid,
+    sample_type_exclusion,
 )
 
 
@@ -142,3 +144,37 @@ def test_real_manifests_parse(shared_data, manifest, n_slides, n_patients, n_mul
     # one sample's DX slides are numbered DX1, DX2, ... without repeats
     per_sample = Counter((p.barcode.sample_id, p.barcode.vial, p.barcode.slide_number) for p in parsed)
     assert max(per_sample.values()) == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("TCGA-E2-A15E-06Z-00-DX1.D394A007-91A2-4445-9B4A-1629EE684A51.svs",
+         "sample type 06 (Metastatic) is not a primary tumour"),
+        ("TCGA-50-5066-02Z-00-DX1.A2CA045A-7956-4E04-9EC9-5856FC789110",
+         "sample type 02 (Recurrent Solid Tumor) is not a primary tumour"),
+        ("TCGA-A1-A0SB-11A-01-TS1.svs", "sample type 11 (Solid Tissue Normal) is not a primary tumour"),
+        ("TCGA-A1-A0SB-33A-01-TS1.svs", "sample type 33 (unknown code) is not a primary tumour"),
+        ("TCGA-AR-A5QM-01Z-00-DX1.A9017CED-FF57-4090-95B9-94DC91854347.svs", None),
+        ("TCGA-AR-A5QM-01Z-00-DX1", None),
+        ("TCGA-AR-A5QM.svs", None),  # patient level: no sample type to judge
+        ("slide_0001.svs", None),  # a local cohort's own id
+        ("P001", None),
+    ],
+)
+def test_sample_type_exclusion_default_primary_only(name, reason):
+    assert sample_type_exclusion(name) == reason
+
+
+def test_sample_type_exclusion_with_configured_types():
+    metastatic = "TCGA-E2-A15E-06Z-00-DX1.svs"
+    assert sample_type_exclusion(metastatic, ["01", "06"]) is None
+    assert sample_type_exclusion(metastatic, [6]) is None  # YAML reads an unquoted 06 as the integer 6
+    assert sample_type_exclusion("TCGA-AR-A5QM-01Z-00-DX1.svs", ("06",)) == (
+        "sample type 01 (Primary Solid Tumor) is not one of the allowed sample types 06"
+    )
+    assert normalise_sample_types(["1", 6, "06"]) == ("01", "06")
+    assert normalise_sample_types("01") == ("01",)
+    for bad in (["1A"], ["001"], [True], []):
+        with pytest.raises(ValueError, match="sample type"):
+            normalise_sample_types(bad)

@@ -152,3 +152,98 @@ def test_clinical_file_round_trips_and_names_a_missing_column(tmp_path):
     (tmp_path / "bad.tsv").write_text("patient_id\tos_months\nP1\t3\n")
     with pytest.raises(ValueError, match="bad.tsv: missing columns"):
         read_clinical_table(tmp_path / "bad.tsv")
+
+
+REAL_CDR_NAMES = (
+    "TCGA-CDR-SupplementalTableS1.xlsx",
+    "TCGA-CDR-SupplementalTableS1.tsv",
+    "TCGA-CDR-SupplementalTableS1.txt",
+    "TCGA-CDR-SupplementalTableS1.csv",
+)
+
+
+def cdr_with_redaction() -> pd.DataFrame:
+    """The CDR fixture plus its Redaction column: one redacted patient with usable survival, one without."""
+    frame = cdr_frame()
+    extra = pd.DataFrame(
+        {
+            "bcr_patient_barcode": ["TCGA-BB-0005"],
+            "type": ["BRCA"],
+            "age_at_initial_pathologic_diagnosis": ["52"],
+            "ajcc_pathologic_tumor_stage": ["Stage II"],
+            "vital_status": ["Dead"],
+            "OS": ["1"],
+            "OS.time": ["100"],
+        }
+    )
+    frame = pd.concat([frame, extra], ignore_index=True)
+    frame["Redaction"] = ["", "", "Redacted", "", " redacted "]
+    return frame
+
+
+@pytest.mark.parametrize("kind", ["tsv", "xlsx"])
+def test_cdr_redacted_patients_are_excluded_and_counted(tmp_path, caplog, kind):
+    path = tmp_path / f"TCGA-CDR.{kind}"
+    frame = cdr_with_redaction()
+    if kind == "tsv":
+        frame.to_csv(path, sep="\t", index=False)
+    else:  # empty Redaction cells come back from xlsx as NaN: must read as not redacted
+        frame.to_excel(path, sheet_name="TCGA-CDR", index=True)
+    log = logging.getLogger("test_clinical_redacted")
+    with caplog.at_level(logging.INFO, logger="test_clinical_redacted"):
+        table = read_clinical(path, "cdr", log)
+    assert table["patient_id"].tolist() == ["TCGA-BB-0001", "TCGA-BB-0002"]
+    assert "2 patients marked Redacted, excluded" in caplog.text
+    assert "TCGA-BB-0003" in caplog.text and "TCGA-BB-0005" in caplog.text
+    assert "3 patients, 1 excluded for missing survival status or time" in caplog.text
+
+
+def test_cdr_redacted_patients_kept_when_asked(tmp_path, caplog):
+    path = tmp_path / "TCGA-CDR.tsv"
+    cdr_with_redaction().to_csv(path, sep="\t", index=False)
+    log = logging.getLogger("test_clinical_redacted_kept")
+    with caplog.at_level(logging.INFO, logger="test_clinical_redacted_kept"):
+        table = make_clinical_file(path, "cdr", tmp_path / "clinical.tsv", log, exclude_redacted=False)
+    assert table["patient_id"].tolist() == ["TCGA-BB-0001", "TCGA-BB-0002", "TCGA-BB-0005"]
+    assert "2 patients marked Redacted, kept" in caplog.text
+
+
+def test_cdr_without_redaction_column_reads_all(tmp_path):
+    path = tmp_path / "TCGA-CDR.tsv"
+    cdr_frame().to_csv(path, sep="\t", index=False)
+    assert read_clinical(path, "cdr")["patient_id"].tolist() == ["TCGA-BB-0001", "TCGA-BB-0002"]
+
+
+def test_real_cdr_table_excludes_its_redacted_patients(shared_data, caplog):
+    found = [shared_data / "tcga" / name for name in REAL_CDR_NAMES if (shared_data / "tcga" / name).is_file()]
+    if not found:
+        pytest.skip(f"no TCGA-CDR table ({', '.join(REAL_CDR_NAMES)}) in {shared_data / 'tcga'}")
+    log = logging.getLogger("test_clinical_real_cdr")
+    with caplog.at_level(logging.INFO, logger="test_clinical_real_cdr"):
+        table = read_clinical(found[0], "cdr", log)
+    assert "57 patients marked Redacted, excluded" in caplog.text
+    kept_all = read_clinical(found[0], "cdr", exclude_redacted=False)
+    assert len(table) < len(kept_all) and set(table["patient_id"]) < set(kept_all["patient_id"])
+
+
+@pytest.mark.parametrize(
+    "name, content, kind",
+    [
+        ("clinical.xlsx", None, "xlsx workbook or zip archive"),
+        ("clinical.txt", b"PK\x03\x04\x14\x00\x06\x00rest of a zip", "xlsx workbook or zip archive"),
+        ("clinical.xls", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1 ole2", "binary Excel workbook"),
+        ("clinical.txt", b"PATIENT_ID\tOS_STATUS\tOS_MONTHS\nP\xe91\tLIVING\t3\n", "not UTF-8 text"),
+        ("clinical.txt", b"PATIENT_ID\x00\x01\x02", "a binary file"),
+    ],
+)
+def test_cbioportal_reader_names_a_binary_file(tmp_path, name, content, kind):
+    path = tmp_path / name
+    if content is None:
+        pd.DataFrame({"PATIENT_ID": ["P1"], "OS_STATUS": ["LIVING"], "OS_MONTHS": ["3"]}).to_excel(path, index=False)
+    else:
+        path.write_bytes(content)  # a file broken on purpose
+    with pytest.raises(ValueError) as error:
+        read_clinical(path, "cbioportal")
+    message = str(error.value)
+    assert str(path) in message and kind in message
+    assert "format 'cdr'" in message and "TSV" in message

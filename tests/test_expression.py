@@ -167,3 +167,21 @@ def test_matrix_round_trip_against_pandas(tmp_path):
     expected.index = [name[:12] for name in expected.index]
     np.testing.assert_array_equal(table.to_numpy(), expected.to_numpy())
     assert list(table.index) == list(expected.index)
+
+
+@pytest.mark.parametrize("writer, name", [(write_mrna, "matrix.tsv"), (write_mirna, "mirs.csv")])
+def test_repeated_aliquot_columns_are_an_error_naming_them_and_the_file(tmp_path, writer, name):
+    repeated = "TCGA-A1-A0SB-01A-11R-A144-07"
+    columns = [repeated, "TCGA-A2-A04P-01B-11R-A034-07", repeated, "P7", "P7", "P7"]
+    path = writer(tmp_path / name, columns, {"MKI67|4288": ["1", "2", "3", "4", "5", "6"]})
+    with pytest.raises(ValueError) as error:
+        read_expression(path, ["MKI67|4288"])
+    message = str(error.value)
+    assert message.startswith(f"{path}: the header repeats 2 column name(s)")
+    assert f"'{repeated}' x2" in message and "'P7' x3" in message
+    assert "TCGA-A2-A04P" not in message
+
+
+def test_unique_header_passes_the_repeat_check():
+    layout = detect_layout("gene_id\tTCGA-A1-A0SB-01A-11R-A144-07\tTCGA-A1-A0SB-01A-11R-A144-08\n", "m.tsv")
+    assert layout.sample_columns == ("TCGA-A1-A0SB-01A-11R-A144-07", "TCGA-A1-A0SB-01A-11R-A144-08")

@@ -61,3 +61,18 @@ def test_missing_column_and_duplicate_slide_are_errors(tmp_path):
     rows = [write_qc_row(tmp_path / "a.tsv", row("a")), write_qc_row(tmp_path / "b.tsv", row("a"))]
     with pytest.raises(ValueError, match="more than one QC row"):
         summarise_qc(rows, [], tmp_path / "slides.tsv")
+
+
+def test_a_killed_write_leaves_a_fixed_temporary_that_the_next_write_replaces(tmp_path):
+    from workflow_scripts.common.atomic import atomic_path
+
+    final = tmp_path / "slides.tsv"
+    leftover = tmp_path / ".slides.tsv.tmp"
+    leftover.write_text("half-written by a killed job")
+    write_qc_row(final, row("a"))
+    assert not leftover.exists() and read_qc_table(final)["slide_id"].tolist() == ["a"]
+    with pytest.raises(RuntimeError):
+        with atomic_path(final) as temporary:
+            temporary.write_text("partial")
+            raise RuntimeError("killed")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["slides.tsv"]

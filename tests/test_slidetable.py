@@ -66,12 +66,13 @@ def test_real_manifest_gives_sorted_table_with_exclusions(shared_data, tmp_path)
     manifest = shared_data / "tcga" / "gdc_manifest_brca_761.txt"
     slides = {"source": "gdc", "exclude": [NAME_A, NAME_B[:-4]]}
     records = build_slide_table(slides, "brca", manifest)
-    assert len(records) == 759
+    assert len(records) == 758  # 761 minus the two excluded and the one metastatic (06) slide
+    assert "TCGA-E2-A15E" not in {r.patient_id for r in records}
     assert [r.slide_id for r in records] == sorted(r.slide_id for r in records)
     assert {NAME_A, NAME_B}.isdisjoint(r.file_name for r in records)
     assert all(len(r.patient_id) == 12 and r.slide_id.startswith(r.patient_id) for r in records)
     assert all(r.path == f"resources/brca/slides/{r.file_name}" for r in records)
-    assert len({r.patient_id for r in records}) == 701
+    assert len({r.patient_id for r in records}) == 700
     out = tmp_path / "slides.tsv"
     write_slide_table(records, out)
     first = out.read_bytes()
@@ -220,3 +221,58 @@ def test_reading_checks_columns_cells_and_unique_ids_naming_the_file(tmp_path):
     table.write_text(f"{header}\ns1\tP1\ts1.svs\ts1.svs\t\t\t\ns1\tP2\ts1.svs\ts1.svs\t\t\t\n")
     with pytest.raises(SlideTableError, match=f"{table}: duplicate slide_id.*s1"):
         read_slide_table(table)
+
+
+METASTATIC = "TCGA-E2-A15E-06Z-00-DX1.D394A007-91A2-4445-9B4A-1629EE684A51.svs"
+RECURRENT = "TCGA-50-5066-02Z-00-DX1.A2CA045A-7956-4E04-9EC9-5856FC789110.svs"
+
+
+def test_manifest_non_primary_slides_excluded_with_reasons(tmp_path, caplog):
+    manifest = tmp_path / "manifest.txt"
+    write_manifest([GdcFile(f"id-{i}", name, "0" * 32, 10, "released")
+                    for i, name in enumerate([NAME_A, METASTATIC, RECURRENT, NAME_B])], manifest)
+    with caplog.at_level(logging.INFO):
+        records = build_slide_table({"source": "gdc"}, "brca", manifest)
+    assert [r.file_name for r in records] == [NAME_A, NAME_B]
+    assert list(TABLE_COLUMNS) == ["slide_id", "patient_id", "path", "file_name", "md5", "size", "file_id"]
+    assert f"slide {METASTATIC[:-4]} excluded: sample type 06 (Metastatic) is not a primary tumour" in caplog.text
+    assert (f"slide {RECURRENT[:-4]} excluded: sample type 02 (Recurrent Solid Tumor) is not a primary tumour"
+            in caplog.text)
+    assert "2 slide(s) excluded by sample type (allowed: 01)" in caplog.text
+    kept = build_slide_table({"source": "gdc"}, "brca", manifest, sample_types=["01", "06"])
+    assert [r.file_name for r in kept] == [NAME_A, NAME_B, METASTATIC]  # sorted by slide id
+
+
+def test_folder_non_primary_slides_excluded_and_plain_table_kept(tmp_path, caplog):
+    folder = tmp_path / "wsi"
+    for name in (NAME_A, METASTATIC):
+        touch(folder / name)
+    with caplog.at_level(logging.WARNING):
+        records = build_slide_table({"source": "local", "local": {"folder": str(folder)}}, "c")
+    assert [r.file_name for r in records] == [NAME_A]
+    assert "sample type 06 (Metastatic) is not a primary tumour" in caplog.text
+    with pytest.raises(SlideTableError, match="no slides left after slides.exclude and slides.sample_types"):
+        build_slide_table({"source": "local", "local": {"folder": str(folder)}}, "c", sample_types=["11"])
+    with pytest.raises(SlideTableError, match="slides.sample_types: sample type 'x1'"):
+        build_slide_table({"source": "local", "local": {"folder": str(folder)}}, "c", sample_types=["x1"])
+    touch(tmp_path / "own" / "case_1.svs")
+    table = write_table(tmp_path / "t.tsv", [["slide_id", "patient_id", "path"], ["case_1", "P001", "own/case_1.svs"],
+                                             ["m", "TCGA-E2-A15E", f"wsi/{METASTATIC}"]])
+    kept = build_slide_table({"source": "local", "local": {"table": str(table)}}, "c")
+    assert [r.slide_id for r in kept] == ["case_1", "m"]  # a user's table lists its slides explicitly
+
+
+def test_slide_table_script_passes_configured_sample_types(tmp_path):
+    manifest = tmp_path / "manifest.txt"
+    write_manifest([GdcFile("id-a", NAME_A, "0" * 32, 10, "released"),
+                    GdcFile("id-m", METASTATIC, "0" * 32, 10, "released")], manifest)
+    log_path = tmp_path / "logs" / "slide_table.log"
+    out = tmp_path / "slides.tsv"
+    for slides, expected in (({"source": "gdc"}, [NAME_A]), ({"source": "gdc", "sample_types": ["01", "06"]},
+                                                              [NAME_A, METASTATIC])):
+        runpy.run_path(str(SCRIPT), init_globals={"snakemake": SimpleNamespace(
+            log=[str(log_path)], input=SimpleNamespace(manifest=str(manifest)), output=SimpleNamespace(table=str(out)),
+            params=SimpleNamespace(slides=slides, cohort="tcga"),
+        )})
+        assert read_slide_table(out)["file_name"].tolist() == expected
+    assert "excluded: sample type 06 (Metastatic) is not a primary tumour" in log_path.read_text()

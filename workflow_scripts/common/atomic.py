@@ -1,4 +1,9 @@
-"""Write outputs under a temporary name and rename them when complete, so a killed job leaves nothing half-written."""
+"""Write outputs under a temporary name and rename them when complete, so a killed job leaves nothing half-written.
+
+The temporary name is fixed per output (``.{name}.tmp`` beside it), not per process: what a killed job (SIGKILL,
+Slurm time limit) leaves behind is removed by the next attempt at the same output instead of piling up. Snakemake
+runs one job per output at a time, so two writers never share a temporary name.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling of `path`; rename it onto `path` on success, delete it on any exception."""
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    temporary = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    temporary = final.with_name(f".{final.name}.tmp")
     if temporary.is_dir():
         shutil.rmtree(temporary)
     elif temporary.exists():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 # TCGA-<TSS>-<participant>[-<sample type><vial>[-<portion>(<analyte>[-<plate>[-<center>]] | -<slide type><order>)]]
@@ -20,6 +21,29 @@ _BARCODE = re.compile(
     """,
     re.VERBOSE,
 )
+# TCGA sample type codes (GDC "Sample Type Codes" table); the cohort keeps primary tumours (01) by default.
+PRIMARY_SAMPLE_TYPES = ("01",)
+SAMPLE_TYPE_NAMES = {
+    "01": "Primary Solid Tumor",
+    "02": "Recurrent Solid Tumor",
+    "03": "Primary Blood Derived Cancer - Peripheral Blood",
+    "04": "Recurrent Blood Derived Cancer - Bone Marrow",
+    "05": "Additional - New Primary",
+    "06": "Metastatic",
+    "07": "Additional Metastatic",
+    "08": "Human Tumor Original Cells",
+    "09": "Primary Blood Derived Cancer - Bone Marrow",
+    "10": "Blood Derived Normal",
+    "11": "Solid Tissue Normal",
+    "12": "Buccal Cell Normal",
+    "13": "EBV Immortalized Normal",
+    "14": "Bone Marrow Normal",
+    "20": "Control Analyte",
+    "40": "Recurrent Blood Derived Cancer - Peripheral Blood",
+    "50": "Cell Lines",
+    "60": "Primary Xenograft Tissue",
+    "61": "Cell Line Derived Xenograft Tissue",
+}
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _SLIDE_EXTENSION = "svs"
 
@@ -142,3 +166,38 @@ def is_tcga_name(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def normalise_sample_types(codes: Iterable[str | int]) -> tuple[str, ...]:
+    """Two-digit sample type codes from config values ("01", "1" or the integer YAML makes of an unquoted 01)."""
+    if isinstance(codes, (str, int)):
+        codes = [codes]
+    normalised = []
+    for code in codes:
+        text = str(code).strip()
+        if isinstance(code, bool) or not text.isdigit() or len(text) > 2:
+            raise ValueError(f"sample type {code!r} is not a two-digit TCGA sample type code such as '01'")
+        normalised.append(text.zfill(2))
+    if not normalised:
+        raise ValueError("the list of allowed sample types is empty: no slide could enter the cohort")
+    return tuple(dict.fromkeys(normalised))
+
+
+def sample_type_exclusion(name: str, allowed: Iterable[str | int] = PRIMARY_SAMPLE_TYPES) -> str | None:
+    """None when a slide may enter the cohort, else why not (e.g. `sample type 06 (Metastatic) is not a primary
+    tumour`). `name` is a slide file name, slide id or barcode; names that are not TCGA barcodes (a local cohort's
+    own ids) and TCGA names without a sample type (patient level) are always allowed."""
+    allowed = normalise_sample_types(allowed)
+    try:
+        barcode = parse_barcode(name.split(".", 1)[0])
+    except ValueError:
+        return None
+    if barcode.sample_type is None:
+        return None
+    code = f"{barcode.sample_type:02d}"
+    if code in allowed:
+        return None
+    label = f"sample type {code} ({SAMPLE_TYPE_NAMES.get(code, 'unknown code')})"
+    if allowed == PRIMARY_SAMPLE_TYPES:
+        return f"{label} is not a primary tumour"
+    return f"{label} is not one of the allowed sample types {', '.join(allowed)}"

@@ -8,7 +8,8 @@ os_months (float), os_event (1 = died, 0 = censored), age (float, NaN when unkno
   PATIENT_ID, OS_STATUS (`1:DECEASED`/`0:LIVING` or plain `DECEASED`/`LIVING`), OS_MONTHS, AGE,
   AJCC_PATHOLOGIC_TUMOR_STAGE, SUBTYPE and, in some studies, an ER status column.
 - TCGA-CDR (Liu et al. 2018, Cell; TSV, CSV or the published xlsx): bcr_patient_barcode, OS (0/1),
-  OS.time in days (months = days / 30.4375), age_at_initial_pathologic_diagnosis, ajcc_pathologic_tumor_stage.
+  OS.time in days (months = days / 30.4375), age_at_initial_pathologic_diagnosis, ajcc_pathologic_tumor_stage,
+  Redaction (`Redacted` for the patients TCGA withdrew; left out by default, and counted in the log).
 Stage is upper-cased (`Stage IIA` -> `STAGE IIA`) so both sources agree; ER status is lower-cased
 (positive/negative/indeterminate). Patients without survival status or time are left out and counted.
 """
@@ -56,6 +57,9 @@ ER_COLUMNS = (
     "ESTROGEN_RECEPTOR_STATUS",
 )
 FORMATS = ("cbioportal", "cdr")
+REDACTION_COLUMN = "Redaction"
+# Leading bytes of files that are not text: xlsx/zip archives and old binary Excel (OLE2) workbooks.
+BINARY_SIGNATURES = {b"PK\x03\x04": "an xlsx workbook or zip archive", b"\xd0\xcf\x11\xe0": "a binary Excel workbook"}
 TEXT_COLUMNS = ("stage", "subtype", "er_status")
 
 
@@ -127,9 +131,31 @@ def _optional_column(table: pd.DataFrame, names: tuple[str, ...]) -> pd.Series |
     return None
 
 
+def check_text_file(path: Path) -> None:
+    """Raise naming the file when a cBioPortal table is an xlsx/zip, a binary workbook or not UTF-8 text."""
+    with open(path, "rb") as handle:
+        start = handle.read(8192)
+    kind = next((what for magic, what in BINARY_SIGNATURES.items() if start.startswith(magic)), None)
+    if kind is None and b"\x00" in start:
+        kind = "a binary file"
+    if kind is None:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                for _ in handle:
+                    pass
+        except UnicodeDecodeError as error:
+            kind = f"not UTF-8 text (byte {error.start} cannot be decoded)"
+    if kind is not None:
+        raise ValueError(
+            f"{path}: clinical format 'cbioportal' expects a tab-separated text file, but this is {kind}; "
+            f"for the TCGA-CDR xlsx set clinical format 'cdr', otherwise export the sheet as TSV"
+        )
+
+
 def read_cbioportal_table(path: str | os.PathLike) -> pd.DataFrame:
     """Read a cBioPortal clinical file as text, skipping its `#` metadata rows."""
     path = Path(path)
+    check_text_file(path)
     with open(path, encoding="utf-8") as handle:
         n_comment_rows = 0
         for line in handle:
@@ -222,12 +248,39 @@ def clinical_from_cdr(table: pd.DataFrame, path: str | os.PathLike = "TCGA-CDR t
     ))
 
 
-def read_clinical(path: str | os.PathLike, format: str, log: logging.Logger | None = None) -> pd.DataFrame:
-    """Read either format and drop patients without survival status or time, logging how many were dropped."""
+def split_redacted(table: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Split a raw TCGA-CDR table into rows not marked `Redacted` and the redacted patients' ids."""
+    if REDACTION_COLUMN not in table.columns:
+        return table, []
+    redacted = table[REDACTION_COLUMN].astype(str).str.strip().str.lower() == "redacted"
+    ids = table.loc[redacted, "bcr_patient_barcode"].astype(str).str.strip().tolist() if redacted.any() else []
+    return table[~redacted], ids
+
+
+def read_cdr_patients(
+    path: str | os.PathLike, log: logging.Logger | None = None, exclude_redacted: bool = True
+) -> pd.DataFrame:
+    """Standard clinical columns from a TCGA-CDR file, without the redacted patients unless told to keep them."""
+    raw = read_cdr_table(path)
+    kept, redacted = split_redacted(raw)
+    if log is not None:
+        action = "excluded" if exclude_redacted else "kept (clinical exclude_redacted is off)"
+        listed = f" ({redacted[:20]}{' ...' if len(redacted) > 20 else ''})" if redacted else ""
+        log.info("%s: %d patients marked Redacted, %s%s", path, len(redacted), action, listed)
+    return clinical_from_cdr(kept if exclude_redacted else raw, path)
+
+
+def read_clinical(
+    path: str | os.PathLike, format: str, log: logging.Logger | None = None, exclude_redacted: bool = True
+) -> pd.DataFrame:
+    """Read either format and drop patients without survival status or time, logging how many were dropped.
+
+    exclude_redacted (TCGA-CDR only): leave out the patients whose Redaction cell is `Redacted`.
+    """
     if format == "cbioportal":
         table = clinical_from_cbioportal(read_cbioportal_table(path), path)
     elif format == "cdr":
-        table = clinical_from_cdr(read_cdr_table(path), path)
+        table = read_cdr_patients(path, log, exclude_redacted)
     else:
         raise ValueError(f"clinical format {format!r} is not one of {FORMATS}")
     result, excluded = exclude_missing_survival(table)
@@ -264,10 +317,14 @@ def read_clinical_table(path: str | os.PathLike) -> pd.DataFrame:
 
 
 def make_clinical_file(
-    source: str | os.PathLike, format: str, output: str | os.PathLike, log: logging.Logger | None = None
+    source: str | os.PathLike,
+    format: str,
+    output: str | os.PathLike,
+    log: logging.Logger | None = None,
+    exclude_redacted: bool = True,
 ) -> pd.DataFrame:
     """Rule `clinical`: read the clinical source and write survival/clinical.tsv."""
-    table = read_clinical(source, format, log)
+    table = read_clinical(source, format, log, exclude_redacted)
     write_clinical(table, output)
     if log is not None:
         log.info("wrote %d patients (%d deaths) to %s", len(table), int(table["os_event"].sum()), output)

@@ -25,6 +25,7 @@ import io
 import logging
 import math
 import os
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +79,19 @@ def _split(line: str, delimiter: str) -> list[str]:
     return [cell.strip().strip('"') for cell in line.rstrip("\r\n").split(delimiter)]
 
 
+def check_unique_columns(header: Sequence[str], path: str | os.PathLike) -> None:
+    """Raise naming the file and the repeated header cells: a repeated aliquot column would hide all but one value."""
+    counts = Counter(header)
+    repeated = {column: count for column, count in counts.items() if count > 1}
+    if repeated:
+        listed = ", ".join(f"{column!r} x{count}" for column, count in sorted(repeated.items())[:20])
+        more = f" and {len(repeated) - 20} more" if len(repeated) > 20 else ""
+        raise ValueError(
+            f"{path}: the header repeats {len(repeated)} column name(s): {listed}{more}; each aliquot (or patient) "
+            f"column must appear once, so remove or rename the copies"
+        )
+
+
 def detect_layout(header_line: str, path: str | os.PathLike) -> MatrixLayout:
     """Recognise the mRNA TSV or miRNA CSV layout from the header line; raise naming the file otherwise."""
     for delimiter in ("\t", ","):
@@ -85,8 +99,10 @@ def detect_layout(header_line: str, path: str | os.PathLike) -> MatrixLayout:
         if len(cells) < 2:
             continue
         if cells[0] == "gene_id":
+            check_unique_columns(cells, path)
             return MatrixLayout("mrna", delimiter, tuple(cells), 1)
         if cells[0] == "Genes" and cells[1] == "Correction":
+            check_unique_columns(cells, path)
             return MatrixLayout("mirna", delimiter, tuple(cells), 2)
     raise ValueError(
         f"{path}: not a PanCanAtlas expression matrix (expected a tab-separated header starting with "

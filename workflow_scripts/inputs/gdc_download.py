@@ -1,8 +1,11 @@
 """Resumable, retried, md5-verified GDC downloads, so TCGA inputs arrive complete or not at all.
 
-A download writes to a temporary sibling of its destination, continues it with HTTP Range requests after a
-dropped connection or a 5xx, hashes the bytes as they arrive, and renames it onto the destination only when
-the size and md5 the manifest promises check out; a file whose id has gone stale is found again by name and md5.
+A download writes to a fixed partial file next to its destination (`.{name}.part`). Whatever stopped the last
+attempt (a dropped connection, a 5xx, SIGTERM from scancel or a Slurm time limit, SIGKILL, preemption), the next
+one hashes the bytes already there into the running md5 and asks only for the rest with an HTTP Range request;
+a server that ignores Range (200) restarts it from byte 0. SIGTERM raises DownloadTerminated, which closes
+(flushes) the partial file and keeps it. The partial file is renamed onto the destination only when the size and
+md5 the manifest (or, for `fetch_source`, the GDC API) promises check out; a stale id is found again by name.
 """
 
 from __future__ import annotations
@@ -10,23 +13,56 @@ from __future__ import annotations
 import logging
 import os
 import re
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import requests
+import urllib3
 
 from workflow_scripts.common.atomic import atomic_path
 from workflow_scripts.common.hashing import md5_file, new_md5
 from workflow_scripts.inputs.gdc_manifest import MD5_PATTERN, GdcError, GdcNotFound, validate_file_name
-from workflow_scripts.inputs.gdc_query import resolve_by_name
+from workflow_scripts.inputs.gdc_query import file_record, resolve_by_name
 from workflow_scripts.inputs.gdc_session import GdcClient, Retryable, raise_for_status, with_retries
 
 if TYPE_CHECKING:
     import hashlib
 
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+_READ_ERRORS = (urllib3.exceptions.HTTPError, requests.RequestException, OSError)
+
+
+class DownloadTerminated(SystemExit):
+    """SIGTERM arrived during a download: the partial file is closed and kept; the exit status is 128 + 15."""
+
+
+def partial_path(destination: str | os.PathLike) -> Path:
+    """The fixed partial file of a download, next to its destination, so any later run finds and resumes it."""
+    destination = Path(destination)
+    return destination.with_name(f".{destination.name}.part")
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """While downloading in the main thread, turn SIGTERM into DownloadTerminated (clean unwinding, no loss)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise DownloadTerminated(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @dataclass(frozen=True)
@@ -112,27 +148,41 @@ def _body_start(response: requests.Response, have: int, transfer: _Transfer) -> 
     return 0, "wb", int(length) if length and length.isdigit() else None
 
 
+def _copy_body(response: requests.Response, transfer: _Transfer, have: int, mode: str) -> int:
+    """Append the body to the part file as it arrives (partial reads included), hashing it; the new size.
+
+    A read that fails (connection cut, read timeout) is Retryable; the bytes before it stay in the part file."""
+    with open(transfer.part, mode) as handle:
+        while True:
+            try:
+                chunk = response.raw.read1(transfer.chunk_bytes)
+            except _READ_ERRORS as error:
+                raise Retryable(f"connection dropped at byte {have}: {type(error).__name__}") from None
+            if not chunk:
+                return have
+            handle.write(chunk)
+            transfer.digest.update(chunk)
+            have += len(chunk)
+            transfer.progress.update(have, len(chunk))
+
+
 def _receive(client: GdcClient, transfer: _Transfer) -> None:
     """One HTTP attempt: continue the part file with a Range request when it has bytes, hashing what arrives."""
     part, size, label = transfer.part, transfer.target.size, transfer.target.label
     have = part.stat().st_size if part.exists() else 0
     if size is not None and have == size:
         return
-    headers = {"Range": f"bytes={have}-"} if have else {}
-    with client.session.get(transfer.url, headers=headers, stream=True, timeout=client.policy.timeout_s) as response:
+    headers = {"Accept-Encoding": "identity", **({"Range": f"bytes={have}-"} if have else {})}
+    what = f"download of {label}"
+    with client.request("GET", transfer.url, what, headers=headers, stream=True) as response:
         if response.status_code == 416 and have:
             part.unlink(missing_ok=True)
             raise Retryable(f"server refused Range bytes={have}- (HTTP 416); restarting from byte 0")
-        raise_for_status(response, f"GET {transfer.url}")
+        raise_for_status(response, what, client.policy.retries)
         have, mode, expected_total = _body_start(response, have, transfer)
         if size is not None and expected_total is not None and expected_total != size:
             raise GdcError(f"download of {label}: server reports {expected_total} bytes, manifest says {size}")
-        with open(part, mode) as handle:
-            for chunk in response.iter_content(chunk_size=transfer.chunk_bytes):
-                handle.write(chunk)
-                transfer.digest.update(chunk)
-                have += len(chunk)
-                transfer.progress.update(have, len(chunk))
+        have = _copy_body(response, transfer, have, mode)
     expected = size if size is not None else expected_total
     if expected is not None and have < expected:
         raise Retryable(f"connection ended at byte {have} of {expected}")
@@ -152,6 +202,46 @@ def _attempt(client: GdcClient, transfer: _Transfer) -> None:
         transfer.part.unlink(missing_ok=True)
         transfer.bad_md5 = found
         raise Retryable(f"md5 mismatch: expected {expected}, got {found}")
+
+
+def _resume_digest(transfer: _Transfer) -> hashlib._Hash:
+    """The running md5 of a partial file an earlier run left (empty when none, or when it is already too long)."""
+    part, target, log = transfer.part, transfer.target, transfer.progress.log
+    digest = new_md5()
+    if not part.is_file():
+        return digest
+    have = part.stat().st_size
+    if target.size is not None and have > target.size:
+        log.warning("%s: partial file %s has %d bytes, more than %d; restarting", target.label, part, have,
+                    target.size)
+        part.unlink()
+        return digest
+    with open(part, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    log.info("%s: resuming from byte %d of partial file %s", target.label, have, part.name)
+    return digest
+
+
+def _run_transfer(client: GdcClient, transfer: _Transfer) -> None:
+    """All attempts of one download, with SIGTERM turned into a clean stop that keeps the partial file."""
+    target, part = transfer.target, transfer.part
+    try:
+        with _sigterm_raises():
+            with_retries(lambda: _attempt(client, transfer), f"download of {target.label}", client)
+    except DownloadTerminated:
+        kept = part.stat().st_size if part.exists() else 0
+        client.log.warning("download of %s stopped by SIGTERM; %d bytes kept in %s, the next run resumes there",
+                           target.label, kept, part)
+        raise
+    except GdcError:
+        if transfer.bad_md5 is not None:
+            raise GdcError(
+                f"download of {target.label} failed md5 verification {client.policy.retries + 1} times: "
+                f"expected md5 {target.md5}, received md5 {transfer.bad_md5}; the partial file was deleted "
+                f"and nothing was written to {target.destination}"
+            ) from None
+        raise
 
 
 def _checked(target: DownloadTarget) -> DownloadTarget:
@@ -179,20 +269,14 @@ def download_file(
         log.warning("%s exists with md5 %s, expected %s; downloading again", label, found, target.md5)
     url = client.url(f"data/{target.file_id}")
     log.info("downloading %s from %s", label, url)
-    with atomic_path(destination) as part:
-        transfer = _Transfer(target, url, part, _Progress(label, target.size, log, progress_interval_s), chunk_bytes)
-        try:
-            with_retries(lambda: _attempt(client, transfer), f"download of {label}", client)
-        except GdcError:
-            if transfer.bad_md5 is not None:
-                raise GdcError(
-                    f"download of {label} failed md5 verification {client.policy.retries + 1} times: "
-                    f"expected md5 {target.md5}, received md5 {transfer.bad_md5}; the partial file was deleted "
-                    f"and nothing was written to {destination}"
-                ) from None
-            raise
-        received = part.stat().st_size
-        transfer.progress.update(received, 0, force=True)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    part = partial_path(destination)
+    transfer = _Transfer(target, url, part, _Progress(label, target.size, log, progress_interval_s), chunk_bytes)
+    transfer.digest = _resume_digest(transfer)
+    _run_transfer(client, transfer)
+    received = part.stat().st_size
+    transfer.progress.update(received, 0, force=True)
+    os.replace(part, destination)
     log.info("downloaded %s: %d bytes, md5 %s", label, received, transfer.digest.hexdigest())
     return destination
 
@@ -211,7 +295,8 @@ def download_keyed(client: GdcClient, target: DownloadTarget, progress_interval_
 
 def fetch_source(client: GdcClient, source: str | os.PathLike | dict, destination: str | os.PathLike) -> Path:
     """Provide an input file: a local path is symlinked (absolute target, no copy of multi-GB matrices);
-    `{gdc_file_id, md5?, size?}` is downloaded with the slide download code."""
+    `{gdc_file_id, md5?, size?}` is downloaded with the slide download code and verified against the md5 and
+    size the GDC API reports for that id."""
     destination = Path(destination)
     if isinstance(source, (str, os.PathLike)):
         local = Path(source)
@@ -222,6 +307,24 @@ def fetch_source(client: GdcClient, source: str | os.PathLike | dict, destinatio
         client.log.info("linked %s -> %s", destination, local.resolve())
         return destination
     if isinstance(source, dict) and source.get("gdc_file_id"):
-        target = DownloadTarget.from_text(source["gdc_file_id"], destination, source.get("md5"), source.get("size"))
-        return download_keyed(client, target)
+        return download_file(client, verified_target(client, source, destination))
     raise GdcError(f"source for {destination} must be a local path or {{gdc_file_id, md5}}, got {source!r}")
+
+
+def verified_target(client: GdcClient, source: dict, destination: str | os.PathLike) -> DownloadTarget:
+    """The download of `{gdc_file_id, md5?, size?}` checked against the GDC's own record of that file id.
+
+    The API's md5 and size are used; an md5 or size the config pins must agree with them, else a GdcError."""
+    file_id = str(source["gdc_file_id"])
+    record = file_record(client, file_id)
+    pinned = DownloadTarget.from_text(file_id, destination, source.get("md5"), source.get("size"))
+    where = f"{Path(destination).name} (GDC file {file_id}, {record.file_name})"
+    if pinned.md5 and record.md5 and pinned.md5.strip().lower() != record.md5:
+        raise GdcError(f"{where}: the config pins md5 {pinned.md5} but the GDC reports md5 {record.md5}")
+    if pinned.size is not None and record.size is not None and pinned.size != record.size:
+        raise GdcError(f"{where}: the config pins size {pinned.size} but the GDC reports {record.size} bytes")
+    md5 = record.md5 or pinned.md5
+    if not md5:
+        raise GdcError(f"{where}: the GDC reports no md5 and the config pins none; cannot verify the download")
+    client.log.info("%s: GDC reports md5 %s, %s bytes", where, md5, record.size)
+    return replace(pinned, md5=md5, size=record.size if record.size is not None else pinned.size)

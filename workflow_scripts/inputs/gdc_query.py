@@ -13,7 +13,7 @@ from workflow_scripts.inputs.gdc_manifest import (
     read_manifest,
     validate_file_name,
 )
-from workflow_scripts.inputs.gdc_session import GdcClient, raise_for_status, with_retries
+from workflow_scripts.inputs.gdc_session import GdcClient, raise_for_status
 
 FILE_FIELDS = ("file_id", "file_name", "md5sum", "file_size", "state", "cases.submitter_id")
 
@@ -49,14 +49,14 @@ def query_files(
 
         def fetch_page() -> dict:
             """One page of hits; a body without data.hits is a permanent error."""
-            response = client.session.post(url, json=body, timeout=client.policy.timeout_s)
-            raise_for_status(response, f"POST {url}")
+            response = client.request("POST", url, f"GDC files query at {url}", json=body)
+            raise_for_status(response, f"POST {url}", client.policy.retries)
             try:
                 return response.json()["data"]
             except (ValueError, KeyError) as error:
                 raise GdcError(f"GDC files query at {url}: response is not the data.hits shape: {error}") from None
 
-        data = with_retries(fetch_page, f"GDC files query (from={start})", client)
+        data = fetch_page()
         page_hits = data.get("hits", [])
         total = int(data["pagination"]["total"])
         hits.extend(page_hits)
@@ -66,6 +66,22 @@ def query_files(
             return hits
         if not page_hits:
             raise GdcError(f"GDC files query at {url} stopped at {start} of {total} hits (empty page)")
+
+
+def file_record(client: GdcClient, file_id: str) -> GdcFile:
+    """What the GDC reports for one file id (`/files/{id}`): name, md5 and size, to verify a download against."""
+    url = client.url(f"files/{file_id}")
+    what = f"GDC metadata of file {file_id}"
+    response = client.request("GET", url, what, params={"fields": "file_id,file_name,md5sum,file_size,state"})
+    raise_for_status(response, what, client.policy.retries)
+    try:
+        hit = response.json()["data"]
+    except (ValueError, KeyError) as error:
+        raise GdcError(f"{what} at {url}: response has no data object: {error}") from None
+    record = gdc_file_from_hit({"file_id": file_id, **hit})
+    if record.file_id != file_id:
+        raise GdcError(f"{what}: the GDC answered for file {record.file_id} instead")
+    return record
 
 
 def gdc_file_from_hit(hit: dict) -> GdcFile:

@@ -29,6 +29,7 @@ from pathlib import Path
 import pandas as pd
 
 from workflow_scripts.common.tables import read_text_table, write_tsv
+from workflow_scripts.inputs.barcodes import PRIMARY_SAMPLE_TYPES, normalise_sample_types, sample_type_exclusion
 from workflow_scripts.inputs.barcodes import patient_id as tcga_patient_id
 from workflow_scripts.inputs.gdc_manifest import GdcFile, file_name_problems, read_manifest, validate_file_name
 
@@ -166,6 +167,29 @@ def exclude_records(
     return kept
 
 
+def filter_sample_types(
+    records: Iterable[SlideRecord],
+    sample_types: Iterable[str | int] = PRIMARY_SAMPLE_TYPES,
+    log: logging.Logger = logging.getLogger(__name__),
+) -> list[SlideRecord]:
+    """Drop TCGA slides whose sample type is not allowed (default: primary tumour 01), logging each with its reason;
+    slides named by a local cohort's own ids are kept."""
+    try:
+        allowed = normalise_sample_types(sample_types)
+    except ValueError as error:
+        raise SlideTableError(f"slides.sample_types: {error}") from None
+    kept = []
+    for record in records:
+        reason = sample_type_exclusion(record.file_name, allowed)
+        if reason is None:
+            kept.append(record)
+        else:
+            log.warning("slide %s excluded: %s", record.slide_id, reason)
+    if len(kept) < len(records):
+        log.info("%d slide(s) excluded by sample type (allowed: %s)", len(records) - len(kept), ", ".join(allowed))
+    return kept
+
+
 def check_unique(records: Iterable[SlideRecord]) -> None:
     """Slide ids name result files, so two slides with one id would overwrite each other's results."""
     counts = Counter(r.slide_id for r in records)
@@ -179,9 +203,15 @@ def build_slide_table(
     cohort: str,
     manifest: str | os.PathLike | None = None,
     log: logging.Logger = logging.getLogger(__name__),
+    sample_types: Iterable[str | int] = PRIMARY_SAMPLE_TYPES,
 ) -> list[SlideRecord]:
-    """Slide rows for the `slides:` config (source gdc|local), minus exclusions, checked and sorted by slide id."""
+    """Slide rows for the `slides:` config (source gdc|local), minus exclusions, checked and sorted by slide id.
+
+    Slides from a GDC manifest or a folder also lose those whose TCGA sample type is not in `sample_types`; a
+    user's table lists its slides explicitly and is kept whole.
+    """
     source = slides.get("source")
+    by_barcode = True
     if source == "gdc":
         if not manifest:
             raise SlideTableError("slides.source is gdc but no GDC manifest was given to the slide table")
@@ -189,7 +219,7 @@ def build_slide_table(
     elif source == "local":
         local = slides.get("local") or {}
         if local.get("table"):
-            records = records_from_table(local["table"])
+            records, by_barcode = records_from_table(local["table"]), False
         elif local.get("folder"):
             records = records_from_folder(local["folder"])
         else:
@@ -197,8 +227,10 @@ def build_slide_table(
     else:
         raise SlideTableError(f"slides.source {source!r} is not gdc or local")
     records = exclude_records(records, slides.get("exclude") or [], log)
+    if by_barcode:
+        records = filter_sample_types(records, sample_types, log)
     if not records:
-        raise SlideTableError("no slides left after slides.exclude")
+        raise SlideTableError("no slides left after slides.exclude and slides.sample_types")
     check_unique(records)
     return sorted(records, key=lambda r: r.slide_id)
 

@@ -11,4 +11,5 @@ make_clinical_file(
     str(snakemake.params.format),
     snakemake.output.clinical,
     log,
+    exclude_redacted=bool(getattr(snakemake.params, "exclude_redacted", True)),
 )

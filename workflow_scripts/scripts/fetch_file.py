@@ -1,4 +1,6 @@
-"""Snakemake script: provide an input file from a local path (symlinked) or by GDC file id (downloaded)."""
+"""Snakemake script: provide an input file from a local path (symlinked) or by GDC file id (downloaded).
+
+A GDC file id is verified against the md5 and size the GDC API reports for it; a pinned md5 must agree."""
 
 from workflow_scripts.common.logs import get_logger
 

@@ -1,4 +1,6 @@
-"""Snakemake script: download one slide from the GDC, resumable and md5-verified (by id, else by name and md5)."""
+"""Snakemake script: download one slide from the GDC, resumable and md5-verified (by id, else by name and md5).
+
+A killed job (SIGTERM exits 143, SIGKILL) leaves `.{name}.part` beside the output; the rerun resumes it by Range."""
 
 from workflow_scripts.common.logs import get_logger
 
