@@ -358,6 +358,22 @@ def slide_file(wildcards):
     return slide_row(wildcards.slide_id)["path"]
 
 
+def tile_inputs(wildcards):
+    """tile_slide's input: a GDC slide's download status (it says where the slide is), else the slide file."""
+    if SLIDE_SOURCE == "gdc":
+        return {
+            "download": f"{RESOURCES}/downloads/{slide_row(wildcards.slide_id)['file_name']}.tsv"
+        }
+    return {"slide": slide_file(wildcards)}
+
+
+def excluded_slides_table(wildcards=None):
+    """The slides the slide table left out (slides_excluded.tsv); the demo cohort has none (it marks them in QC)."""
+    if SLIDE_SOURCE == "synthetic":
+        return []
+    return slide_table_checkpoint().get().output.excluded
+
+
 def gdc_slide(file_name):
     """The slide-table row of a GDC slide, by file name (the stable key; ids change)."""
     table = slide_table()

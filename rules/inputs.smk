@@ -30,6 +30,7 @@ else:
             user_manifest=config["slides"]["gdc"]["manifest"] or [],
         output:
             manifest=f"{RESOURCES}/manifest.tsv",
+            rejected=f"{RESOURCES}/manifest_rejected.tsv",
         log:
             f"{LOGS}/gdc_manifest.log",
         benchmark:
@@ -37,7 +38,7 @@ else:
         conda:
             "../envs/inputs.yaml"
         params:
-            gdc=dict(output_settings("slides.gdc"), exclude=config["slides"]["exclude"]),
+            gdc=output_settings("slides.gdc"),
         script:
             "../workflow_scripts/scripts/gdc_manifest.py"
 
@@ -47,6 +48,7 @@ else:
             local_table=config["slides"]["local"]["table"] or [],
         output:
             table=f"{RESOURCES}/slides.tsv",
+            excluded=f"{RESOURCES}/slides_excluded.tsv",
         log:
             f"{LOGS}/slide_table.log",
         benchmark:
@@ -59,9 +61,26 @@ else:
         script:
             "../workflow_scripts/scripts/slide_table.py"
 
+    # A slide that can never be downloaded must not stop the cohort, so the job's declared output is the slide's
+    # download status (resources/{cohort}/downloads/{file_name}.tsv, owned by inputs/download_status.py), not the
+    # slide: a permanent failure (md5 mismatch after every retry, no file by id nor by name, a permanent HTTP
+    # status) writes status `fail` with its reason and exits 0, and tile_slide turns it into a `fail` QC row, so
+    # qc_summary runs. Transient failures (retries exhausted, 429/5xx, a refused token) and kills write nothing and
+    # fail the job: Snakemake's own retries (restart-times, attempt-scaled resources) and keep-going apply, and the
+    # next attempt resumes the `.part` file. The slide file resources/{cohort}/slides/{file_name} is written only
+    # on success. Snakemake has no optional outputs and deletes a failed job's outputs, hence a status file that a
+    # finished job always writes. A failed status is a finished output: reruns do not ask the GDC again for a
+    # slide that is broken there. To retry failed downloads, `--forcerun` their status files (README.md,
+    # "Failures and resuming"): only those slides are downloaded and tiled again. Deleting a status file does not
+    # retry (Snakemake does not rerun for a missing intermediate); `--forcerun gdc_download` retries every slide
+    # but rewrites every status, so every slide is tiled again. A `temp()` status was rejected: it would retry
+    # broken slides on every run, and any later tiling rerun would first download-check every slide again.
     rule gdc_download:
+        input:
+            # ancient: the params read the slide table; a rewritten table must not rerun every download
+            table=ancient(f"{RESOURCES}/slides.tsv"),
         output:
-            slide=f"{RESOURCES}/slides/{{file_name}}",
+            status=f"{RESOURCES}/downloads/{{file_name}}.tsv",
         log:
             f"{LOGS}/gdc_download/{{file_name}}.log",
         benchmark:
@@ -75,6 +94,7 @@ else:
             mem_mb=lambda wildcards, attempt: 1000 * attempt,
             runtime=lambda wildcards, attempt: 120 * attempt,
         params:
+            slide=lambda wildcards: gdc_slide(wildcards.file_name)["path"],
             file_id=lambda wildcards: gdc_slide(wildcards.file_name)["file_id"],
             md5=lambda wildcards: gdc_slide(wildcards.file_name)["md5"],
             size=lambda wildcards: gdc_slide(wildcards.file_name)["size"],

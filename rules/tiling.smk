@@ -1,9 +1,10 @@
 # Slide QC and tiling at 20x into per-slide HDF5 tile stores; the QC table is a checkpoint.
 
 
+# GDC slides come with their download status (rules/inputs.smk): a failed download gives a fail QC row.
 rule tile_slide:
     input:
-        slide=slide_file,
+        unpack(tile_inputs),
     output:
         store=f"{RESULTS}/tiles/{{slide_id}}.h5",
         qc=f"{RESULTS}/qc/slides/{{slide_id}}.tsv",
@@ -31,12 +32,14 @@ rule tile_slide:
 checkpoint qc_summary:
     input:
         rows=qc_rows,
+        excluded=excluded_slides_table,
     output:
         table=report(
             f"{RESULTS}/qc/slides.tsv",
             caption="report/qc.rst",
             category="1. Slide QC",
         ),
+        failures=f"{RESULTS}/qc/failures.tsv",
     log:
         f"{LOGS}/qc_summary.log",
     benchmark:

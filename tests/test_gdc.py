@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import logging
@@ -18,8 +19,24 @@ import requests
 
 from gdc_server import GdcServer, ServedFile
 from workflow_scripts.common.hashing import md5_file
-from workflow_scripts.inputs.gdc_download import DownloadTarget, download_file, download_keyed, fetch_source
-from workflow_scripts.inputs.gdc_manifest import GdcError, GdcFile, read_manifest, validate_file_name, write_manifest
+from workflow_scripts.inputs.download_status import DownloadStatus, read_download_status, write_download_status
+from workflow_scripts.inputs.gdc_download import (
+    DownloadFailed,
+    DownloadTarget,
+    download_file,
+    download_keyed,
+    download_with_status,
+    fetch_source,
+    partial_path,
+)
+from workflow_scripts.inputs.gdc_manifest import (
+    GdcError,
+    GdcFile,
+    read_manifest,
+    validate_file_name,
+    write_manifest,
+    write_rejected,
+)
 from workflow_scripts.inputs.gdc_query import build_manifest, discover_slides, gdc_file_from_hit, slide_filters
 from workflow_scripts.inputs.gdc_session import (
     DEFAULT_API,
@@ -276,24 +293,127 @@ def _run_script(name: str, **namespace) -> None:
 def test_scripts_manifest_and_download(gdc, tmp_path):
     content = payload(8000, 8)
     served = gdc.add(ServedFile("s1", slide_name(8), content))
-    gdc.add(ServedFile("s2", slide_name(9), b"excluded"))
+    gdc.add(ServedFile("evil", "../x.svs", b"hostile"))
     log_path = tmp_path / "logs" / "job.log"
     manifest = tmp_path / "resources" / "manifest.txt"
+    rejected = tmp_path / "resources" / "manifest_rejected.tsv"
     _run_script(
-        "gdc_manifest.py", log=[str(log_path)], output=SimpleNamespace(manifest=str(manifest)),
+        "gdc_manifest.py", log=[str(log_path)], output=SimpleNamespace(manifest=str(manifest), rejected=str(rejected)),
         params=SimpleNamespace(gdc={"api": gdc.url, "project": "TCGA-BRCA", "manifest": None, "token_file": None,
-                                    "exclude": [slide_name(9)], "page_size": 1, "retries": 2}),
+                                    "page_size": 1, "retries": 2}),
     )
     [row] = read_manifest(manifest)
     assert (row.file_id, row.md5, row.size) == ("s1", served.md5, 8000)
+    [bad] = list(csv.DictReader(open(rejected), delimiter="\t"))
+    assert (bad["source"], bad["line"], bad["file_id"], bad["file_name"]) == ("GDC query TCGA-BRCA", "hit 1", "evil",
+                                                                            "../x.svs")
     slide = tmp_path / "resources" / "slides" / row.file_name
+    status = tmp_path / "resources" / "downloads" / f"{row.file_name}.tsv"
     _run_script(
-        "gdc_download.py", log=[str(log_path)], output=SimpleNamespace(slide=str(slide)),
-        params=SimpleNamespace(file_id=row.file_id, md5=row.md5, size=str(row.size), api=gdc.url, token_file=None,
-                               retries=2),
+        "gdc_download.py", log=[str(log_path)], output=SimpleNamespace(status=str(status)),
+        params=SimpleNamespace(slide=str(slide), file_id=row.file_id, md5=row.md5, size=str(row.size), api=gdc.url,
+                               token_file=None, retries=2),
     )
     assert slide.read_bytes() == content
+    assert read_download_status(status) == DownloadStatus(row.file_name, "ok", "", str(slide), served.md5, "s1")
     assert "downloaded" in log_path.read_text()
+
+
+def _status_after(gdc, tmp_path, served: ServedFile, md5: str | None = None) -> tuple[Path, Path]:
+    """Run download_with_status for one served file; the slide path and status path."""
+    slide = tmp_path / "slides" / served.file_name
+    status = tmp_path / "downloads" / f"{served.file_name}.tsv"
+    target = DownloadTarget.from_text(served.file_id, slide, md5 or served.md5, served.size)
+    download_with_status(GdcClient(api=gdc.url, policy=FAST), target, status)
+    return slide, status
+
+
+def test_md5_mismatch_after_retries_is_a_fail_status_without_a_slide(gdc, tmp_path):
+    served = gdc.add(ServedFile("m1", slide_name(11), payload(3000, 11)))
+    slide, status = _status_after(gdc, tmp_path, served, md5="0" * 32)
+    recorded = read_download_status(status)
+    assert (recorded.status, recorded.md5, recorded.file_id) == ("fail", "0" * 32, "m1")
+    assert "failed md5 verification 4 times" in recorded.reason and served.md5 in recorded.reason
+    assert not slide.exists() and not partial_path(slide).exists()
+    assert len(gdc.data_requests("m1")) == 4
+
+
+def test_not_found_by_id_nor_by_name_is_a_fail_status(gdc, tmp_path):
+    gone = ServedFile("gone-id", slide_name(12), payload(100, 12))  # never added: 404 by id, no hit by name
+    slide, status = _status_after(gdc, tmp_path, gone)
+    recorded = read_download_status(status)
+    assert recorded.status == "fail" and "gone-id not found, nor by name" in recorded.reason
+    assert not slide.exists()
+
+
+@pytest.mark.parametrize("code", [501, 400, 410])
+def test_permanent_http_status_is_a_fail_status(gdc, tmp_path, code):
+    served = gdc.add(ServedFile("p1", slide_name(13), payload(100, 13), fail_first=100, fail_status=code))
+    _, status = _status_after(gdc, tmp_path, served)
+    recorded = read_download_status(status)
+    assert recorded.status == "fail" and f"HTTP {code}" in recorded.reason
+    assert len(gdc.data_requests("p1")) == 1
+
+
+@pytest.mark.parametrize("code", [503, 403])
+def test_transient_or_access_failure_fails_the_job_and_writes_no_status(gdc, tmp_path, code):
+    served = gdc.add(ServedFile("t1", slide_name(14), payload(100, 14), fail_first=100, fail_status=code))
+    with pytest.raises(GdcError, match=f"HTTP {code}") as raised:
+        _status_after(gdc, tmp_path, served)
+    assert not isinstance(raised.value, DownloadFailed)
+    assert not (tmp_path / "downloads" / f"{served.file_name}.tsv").exists()
+
+
+def test_download_status_file_is_checked_when_read(tmp_path):
+    path = tmp_path / "s.tsv"
+    write_download_status(DownloadStatus("a.svs", "fail", "md5 mismatch", "slides/a.svs"), path)
+    assert read_download_status(path).reason == "md5 mismatch"
+    with pytest.raises(ValueError, match="must give its reason"):
+        write_download_status(DownloadStatus("a.svs", "fail"), path)
+    path.write_text("file_name\tstatus\treason\tpath\tmd5\tfile_id\na.svs\tmaybe\t\t\t\t\n")
+    with pytest.raises(ValueError, match=r"s.tsv: download status 'maybe'"):
+        read_download_status(path)
+
+
+def test_invalid_manifest_rows_are_skipped_naming_row_and_problem(tmp_path, caplog, log):
+    good = "0123456789abcdef0123456789abcdef"
+    manifest = tmp_path / "m.txt"
+    manifest.write_text(
+        "id\tfilename\tmd5\tsize\tstate\n"
+        f"ok-1\t{slide_name(1)}\t{good}\t10\treleased\n"
+        f"evil\t../../etc/passwd\t{good}\t10\treleased\n"
+        f"no-md5\t{slide_name(2)}\t\t10\treleased\n"
+        f"bad-state\t{slide_name(3)}\t{good}\t10\tredacted\n"
+        f"ok-2\t{slide_name(4)}\t{good.upper()}\t\tvalidated\n"
+    )
+    rejected = []
+    with caplog.at_level(logging.WARNING, logger="test_gdc"):
+        files = read_manifest(manifest, rejected, log)
+    assert [f.file_id for f in files] == ["ok-1", "ok-2"] and files[1].md5 == good
+    assert [(r.line, r.file_id) for r in rejected] == [("3", "evil"), ("4", "no-md5"), ("5", "bad-state")]
+    assert "path separator" in rejected[0].problem and "no md5" in rejected[1].problem
+    assert "state 'redacted'" in rejected[2].problem
+    assert f"{manifest} line 3 (GDC file evil" in caplog.text
+    written = tmp_path / "rejected.tsv"
+    write_rejected(rejected, written)
+    assert written.read_text().splitlines()[0] == "source\tline\tfile_id\tfile_name\tproblem"
+    assert len(written.read_text().splitlines()) == 4
+
+
+def test_manifest_without_any_valid_row_is_an_error(tmp_path, log):
+    manifest = tmp_path / "m.txt"
+    manifest.write_text("id\tfilename\tmd5\tsize\tstate\nbad-id\t../x.svs\t\t\treleased\n")
+    with pytest.raises(GdcError, match="none of its 1 rows is valid.*bad-id"):
+        read_manifest(manifest, [], log)
+
+
+def test_query_skips_a_hostile_hit_and_keeps_the_rest(gdc, log):
+    gdc.add(ServedFile("good", slide_name(1), b"abc"))
+    gdc.add(ServedFile("evil-id", "../../etc/passwd", b"root:x:0:0"))
+    rejected = []
+    files = build_manifest(client_for(gdc.url, log), "TCGA-BRCA", page_size=10, rejected=rejected)
+    assert [f.file_id for f in files] == ["good"]
+    assert [(r.file_id, r.source) for r in rejected] == [("evil-id", "GDC query TCGA-BRCA")]
 
 
 def test_standalone_server_serves_a_folder(tmp_path):

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
 import pytest
 
 from workflow_scripts.common.tables import read_text_table
 from workflow_scripts.slides.qc_table import (
+    FAILURE_COLUMNS,
     QC_COLUMNS,
+    download_failure_row,
     passed_slides,
+    read_failures,
     read_passed_slides,
     read_qc_table,
     summarise_qc,
@@ -76,3 +80,36 @@ def test_a_killed_write_leaves_a_fixed_temporary_that_the_next_write_replaces(tm
             temporary.write_text("partial")
             raise RuntimeError("killed")
     assert sorted(path.name for path in tmp_path.iterdir()) == ["slides.tsv"]
+
+
+def test_excluded_and_failed_downloads_become_fail_rows_and_failures(tmp_path):
+    rows = [write_qc_row(tmp_path / "s1.tsv", row("s1")),
+            write_qc_row(tmp_path / "s2.tsv", row("s2", status="fail", n_tiles=0, reason="blurred")),
+            write_qc_row(tmp_path / "s3.tsv", download_failure_row("s3", "P-s3", "md5 mismatch"))]
+    excluded = pd.DataFrame({"slide_id": ["s0", "s4"], "patient_id": ["P-s0", "P-s4"],
+                             "file_name": ["s0.svs", "s4.svs"],
+                             "reason": ["excluded by config", "sample type 06 (Metastatic) is not a primary tumour"]})
+    table = summarise_qc(rows, [], tmp_path / "slides.tsv", excluded=excluded, failures_path=tmp_path / "failures.tsv")
+    assert table["slide_id"].tolist() == ["s0", "s1", "s2", "s3", "s4"]
+    assert table["status"].tolist() == ["fail", "pass", "fail", "fail", "fail"]
+    assert table.loc[table["slide_id"] == "s3", "reason"].item() == "download failed: md5 mismatch"
+    left_out = table[table["slide_id"].isin(["s0", "s4"])]
+    assert left_out["n_tiles"].tolist() == [0, 0] and left_out["mpp"].isna().all()
+    assert read_qc_table(tmp_path / "slides.tsv")["slide_id"].tolist() == table["slide_id"].tolist()
+    failures = read_failures(tmp_path / "failures.tsv")
+    assert list(failures.columns) == list(FAILURE_COLUMNS) == ["slide_id", "patient_id", "stage", "reason"]
+    assert [tuple(r) for r in failures.itertuples(index=False)] == [
+        ("s0", "P-s0", "excluded", "excluded by config"),
+        ("s2", "P-s2", "qc", "blurred"),
+        ("s3", "P-s3", "download", "download failed: md5 mismatch"),
+        ("s4", "P-s4", "excluded", "sample type 06 (Metastatic) is not a primary tumour"),
+    ]
+
+
+def test_failures_table_is_header_only_when_every_slide_passes_and_checks_stages(tmp_path):
+    rows = [write_qc_row(tmp_path / "s1.tsv", row("s1"))]
+    summarise_qc(rows, [], tmp_path / "slides.tsv", failures_path=tmp_path / "failures.tsv")
+    assert (tmp_path / "failures.tsv").read_text() == "slide_id\tpatient_id\tstage\treason\n"
+    (tmp_path / "bad.tsv").write_text("slide_id\tpatient_id\tstage\treason\ns1\tP\tlater\tx\n")
+    with pytest.raises(ValueError, match=r"bad.tsv: failure stage\(s\) \['later'\]"):
+        read_failures(tmp_path / "bad.tsv")

@@ -12,15 +12,18 @@ import pytest
 
 from workflow_scripts.inputs.gdc_manifest import GdcFile, write_manifest
 from workflow_scripts.inputs.slidetable import (
+    EXCLUDED_COLUMNS,
     TABLE_COLUMNS,
     SlideRecord,
     SlideTableError,
     build_slide_table,
+    read_excluded_slides,
     read_slide_table,
     records_from_folder,
     records_from_manifest,
     records_from_table,
     slide_id_of,
+    write_excluded_slides,
     write_slide_table,
 )
 
@@ -191,7 +194,8 @@ def test_slide_table_script_for_gdc_and_local(tmp_path):
     log_path = tmp_path / "logs" / "slide_table.log"
     out = tmp_path / "resources" / "tcga" / "slides.tsv"
     runpy.run_path(str(SCRIPT), init_globals={"snakemake": SimpleNamespace(
-        log=[str(log_path)], input=SimpleNamespace(manifest=str(manifest)), output=SimpleNamespace(table=str(out)),
+        log=[str(log_path)], input=SimpleNamespace(manifest=str(manifest)),
+        output=SimpleNamespace(table=str(out), excluded=str(out.with_name("slides_excluded.tsv"))),
         params=SimpleNamespace(slides={"source": "gdc", "exclude": []}, cohort="tcga"),
     )})
     [record] = read_records(out)
@@ -199,7 +203,8 @@ def test_slide_table_script_for_gdc_and_local(tmp_path):
                                  "361e57cec75dcf6c042d4ea207b3d1cc", "10", "id-a")
     touch(tmp_path / "wsi" / NAME_B)
     runpy.run_path(str(SCRIPT), init_globals={"snakemake": SimpleNamespace(
-        log=[str(log_path)], input=SimpleNamespace(), output=SimpleNamespace(table=str(out)),
+        log=[str(log_path)], input=SimpleNamespace(),
+        output=SimpleNamespace(table=str(out), excluded=str(out.with_name("slides_excluded.tsv"))),
         params=SimpleNamespace(slides={"source": "local", "local": {"folder": str(tmp_path / "wsi")}}, cohort="x"),
     )})
     assert read_slide_table(out)["file_name"].tolist() == [NAME_B]
@@ -267,12 +272,39 @@ def test_slide_table_script_passes_configured_sample_types(tmp_path):
     write_manifest([GdcFile("id-a", NAME_A, "0" * 32, 10, "released"),
                     GdcFile("id-m", METASTATIC, "0" * 32, 10, "released")], manifest)
     log_path = tmp_path / "logs" / "slide_table.log"
-    out = tmp_path / "slides.tsv"
-    for slides, expected in (({"source": "gdc"}, [NAME_A]), ({"source": "gdc", "sample_types": ["01", "06"]},
-                                                              [NAME_A, METASTATIC])):
+    out, excluded = tmp_path / "slides.tsv", tmp_path / "slides_excluded.tsv"
+    for slides, expected, left_out in (
+        ({"source": "gdc"}, [NAME_A], [METASTATIC]),
+        ({"source": "gdc", "sample_types": ["01", "06"]}, [NAME_A, METASTATIC], []),
+    ):
         runpy.run_path(str(SCRIPT), init_globals={"snakemake": SimpleNamespace(
-            log=[str(log_path)], input=SimpleNamespace(manifest=str(manifest)), output=SimpleNamespace(table=str(out)),
+            log=[str(log_path)], input=SimpleNamespace(manifest=str(manifest)),
+            output=SimpleNamespace(table=str(out), excluded=str(excluded)),
             params=SimpleNamespace(slides=slides, cohort="tcga"),
         )})
         assert read_slide_table(out)["file_name"].tolist() == expected
+        assert read_excluded_slides(excluded)["file_name"].tolist() == left_out
     assert "excluded: sample type 06 (Metastatic) is not a primary tumour" in log_path.read_text()
+
+
+def test_excluded_slides_are_listed_with_their_reasons(tmp_path):
+    manifest = tmp_path / "manifest.txt"
+    write_manifest([GdcFile(f"id-{i}", name, "0" * 32, 10, "released")
+                    for i, name in enumerate([NAME_A, METASTATIC, RECURRENT, NAME_B])], manifest)
+    dropped = []
+    kept = build_slide_table({"source": "gdc", "exclude": [NAME_B[:-4]]}, "brca", manifest, dropped=dropped)
+    assert [r.file_name for r in kept] == [NAME_A]
+    path = tmp_path / "slides_excluded.tsv"
+    write_excluded_slides(dropped, path)
+    table = read_excluded_slides(path)
+    assert list(table.columns) == list(EXCLUDED_COLUMNS) == ["slide_id", "patient_id", "file_name", "reason"]
+    assert table["slide_id"].tolist() == sorted(name[:-4] for name in (METASTATIC, RECURRENT, NAME_B))
+    reasons = dict(zip(table["file_name"], table["reason"]))
+    assert reasons[NAME_B] == "excluded by config"
+    assert reasons[METASTATIC] == "sample type 06 (Metastatic) is not a primary tumour"
+    assert dict(zip(table["file_name"], table["patient_id"]))[RECURRENT] == "TCGA-50-5066"
+    write_excluded_slides([], path)
+    assert read_excluded_slides(path).empty
+    path.write_text("slide_id\tpatient_id\tfile_name\treason\ns1\tP1\ts1.svs\t\n")
+    with pytest.raises(SlideTableError, match=r"slides_excluded.tsv line 2: empty reason"):
+        read_excluded_slides(path)

@@ -145,7 +145,8 @@ def test_gdc_discovery_slide_table_has_one_row_per_slide(discovered_brca, brca_m
         assert slide["patient_id"] == slide["file_name"][:12]
         assert slide["path"] == f"resources/tcga_brca/slides/{slide['file_name']}"
         assert (slide["md5"], slide["size"], slide["file_id"]) == (listed["md5"], listed["size"], listed["id"])
-    assert len({s["patient_id"] for s in slides}) == len({name[:12] for name in by_name})
+    # (the metastatic slide's patient has no other slide, so it leaves the table with it)
+    assert len({s["patient_id"] for s in slides}) == len({name[:12] for name in set(by_name) - metastatic})
 
 
 @pytest.mark.slow
@@ -178,9 +179,11 @@ def test_tcga_brca_dry_run_plans_the_full_dag(discovered_brca) -> None:
         "survival": 1,
         "all": 1,
     }
-    slide_files = {f"resources/tcga_brca/slides/{s['file_name']}" for s in slides}
-    assert {job["output"] for job in planned_jobs(process.stdout, "gdc_download")} == slide_files
-    assert {job["input"] for job in planned_jobs(process.stdout, "tile_slide")} == slide_files
+    # a download's declared output is its status file (ok or fail), which tile_slide reads: a slide the GDC never
+    # gives becomes a fail QC row instead of stopping the cohort
+    status_files = {f"resources/tcga_brca/downloads/{s['file_name']}.tsv" for s in slides}
+    assert {job["output"] for job in planned_jobs(process.stdout, "gdc_download")} == status_files
+    assert {job["input"] for job in planned_jobs(process.stdout, "tile_slide")} == status_files
     assert {job["output"] for job in planned_jobs(process.stdout, "fetch_input")} == {
         "resources/tcga_brca/expression/EBPlusPlusAdjustPANCAN_IlluminaHiSeq_RNASeqV2.geneExp.tsv",
         "resources/tcga_brca/expression/pancanMiRs_EBadjOnProtocolPlatformWithoutRepsWithUnCorrectMiRs_08_04_16.csv",
@@ -188,7 +191,7 @@ def test_tcga_brca_dry_run_plans_the_full_dag(discovered_brca) -> None:
     }
 
 
-def test_manifest_in_config_replaces_the_query_and_exclusions_drop_slides(
+def test_manifest_in_config_replaces_the_query_and_exclusions_are_listed(
     brca_manifest: Path, tmp_path: Path
 ) -> None:
     rows = sorted(manifest_rows(brca_manifest), key=lambda row: row["filename"])
@@ -202,12 +205,23 @@ def test_manifest_in_config_replaces_the_query_and_exclusions_drop_slides(
         )
         snakemake(workdir, "--cores", "1", "--until", "slide_table")
         assert server.requests == [], [r.path for r in server.requests]
-    kept = [row for i, row in enumerate(rows) if i not in (3, 500)]
-    assert manifest_rows(workdir / "resources/tcga_brca/manifest.tsv") == kept
+    # the manifest is what the user listed; the slide table leaves the excluded slides out and lists them, with
+    # the metastatic slide, in slides_excluded.tsv (qc_summary makes them fail rows)
+    assert manifest_rows(workdir / "resources/tcga_brca/manifest.tsv") == rows
+    header, rejected = read_tsv(workdir / "resources/tcga_brca/manifest_rejected.tsv")
+    assert (header, rejected) == (["source", "line", "file_id", "file_name", "problem"], [])
+    metastatic = [row["filename"] for row in rows if row["filename"][13:15] == "06"]
+    kept = [row for i, row in enumerate(rows) if i not in (3, 500) and row["filename"] not in metastatic]
     _, slides = read_tsv(workdir / "resources/tcga_brca/slides.tsv")
     assert [s["file_name"] for s in slides] == [row["filename"] for row in kept]
     assert by_file_name not in {s["file_name"] for s in slides}
     assert by_slide_id not in {s["slide_id"] for s in slides}
+    header, excluded = read_tsv(workdir / "resources/tcga_brca/slides_excluded.tsv")
+    assert header == ["slide_id", "patient_id", "file_name", "reason"]
+    reasons = {row["file_name"]: row["reason"] for row in excluded}
+    assert reasons[by_file_name] == reasons[f"{by_slide_id}.svs"] == "excluded by config"
+    assert [reasons[name] for name in metastatic] == ["sample type 06 (Metastatic) is not a primary tumour"]
+    assert len(excluded) == 3
 
 
 LOCAL_SLIDES = {

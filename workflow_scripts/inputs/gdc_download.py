@@ -6,6 +6,12 @@ one hashes the bytes already there into the running md5 and asks only for the re
 a server that ignores Range (200) restarts it from byte 0. SIGTERM raises DownloadTerminated, which closes
 (flushes) the partial file and keeps it. The partial file is renamed onto the destination only when the size and
 md5 the manifest (or, for `fetch_source`, the GDC API) promises check out; a stale id is found again by name.
+
+Failures are transient or permanent. Transient (a transfer that still fails after every retry, HTTP 429/5xx, a
+refused token, SIGTERM) raise: the job fails, Snakemake may retry it and a rerun resumes the partial file.
+Permanent (md5 mismatch after every retry, no file by id nor by name, a size the server contradicts, any other
+HTTP 4xx/5xx) raise DownloadFailed, which `download_with_status` records as a `fail` download status
+(download_status.py) so the cohort goes on without the slide.
 """
 
 from __future__ import annotations
@@ -27,15 +33,20 @@ import urllib3
 
 from workflow_scripts.common.atomic import atomic_path
 from workflow_scripts.common.hashing import md5_file, new_md5
+from workflow_scripts.inputs.download_status import DownloadStatus, write_download_status
 from workflow_scripts.inputs.gdc_manifest import MD5_PATTERN, GdcError, GdcNotFound, validate_file_name
 from workflow_scripts.inputs.gdc_query import file_record, resolve_by_name
-from workflow_scripts.inputs.gdc_session import GdcClient, Retryable, raise_for_status, with_retries
+from workflow_scripts.inputs.gdc_session import TRANSIENT_STATUS, GdcClient, Retryable, raise_for_status, with_retries
 
 if TYPE_CHECKING:
     import hashlib
 
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
 _READ_ERRORS = (urllib3.exceptions.HTTPError, requests.RequestException, OSError)
+
+
+class DownloadFailed(GdcError):
+    """A download that no retry and no rerun can make succeed (the message is the reason the slide fails)."""
 
 
 class DownloadTerminated(SystemExit):
@@ -178,10 +189,10 @@ def _receive(client: GdcClient, transfer: _Transfer) -> None:
         if response.status_code == 416 and have:
             part.unlink(missing_ok=True)
             raise Retryable(f"server refused Range bytes={have}- (HTTP 416); restarting from byte 0")
-        raise_for_status(response, what, client.policy.retries)
+        _raise_for_download_status(response, what, client)
         have, mode, expected_total = _body_start(response, have, transfer)
         if size is not None and expected_total is not None and expected_total != size:
-            raise GdcError(f"download of {label}: server reports {expected_total} bytes, manifest says {size}")
+            raise DownloadFailed(f"download of {label}: server reports {expected_total} bytes, manifest says {size}")
         have = _copy_body(response, transfer, have, mode)
     expected = size if size is not None else expected_total
     if expected is not None and have < expected:
@@ -189,6 +200,19 @@ def _receive(client: GdcClient, transfer: _Transfer) -> None:
     if expected is not None and have > expected:
         part.unlink(missing_ok=True)
         raise Retryable(f"received {have} bytes, more than the expected {expected}; restarting")
+
+
+def _raise_for_download_status(response: requests.Response, what: str, client: GdcClient) -> None:
+    """raise_for_status, with the statuses no rerun changes (not 404, 401/403 or transient) as DownloadFailed."""
+    status = response.status_code
+    try:
+        raise_for_status(response, what, client.policy.retries)
+    except GdcNotFound:
+        raise
+    except GdcError as error:
+        if status in TRANSIENT_STATUS or status in (401, 403):
+            raise
+        raise DownloadFailed(str(error)) from None
 
 
 def _attempt(client: GdcClient, transfer: _Transfer) -> None:
@@ -236,7 +260,7 @@ def _run_transfer(client: GdcClient, transfer: _Transfer) -> None:
         raise
     except GdcError:
         if transfer.bad_md5 is not None:
-            raise GdcError(
+            raise DownloadFailed(
                 f"download of {target.label} failed md5 verification {client.policy.retries + 1} times: "
                 f"expected md5 {target.md5}, received md5 {transfer.bad_md5}; the partial file was deleted "
                 f"and nothing was written to {target.destination}"
@@ -247,11 +271,14 @@ def _run_transfer(client: GdcClient, transfer: _Transfer) -> None:
 def _checked(target: DownloadTarget) -> DownloadTarget:
     """The target with a safe file name and a lower-case md5, or an error naming the file."""
     destination = Path(target.destination)
-    validate_file_name(destination.name, target.file_id)
+    try:
+        validate_file_name(destination.name, target.file_id)
+    except GdcError as error:
+        raise DownloadFailed(str(error)) from None
     md5 = target.md5.strip().lower() if target.md5 else None
     checked = replace(target, destination=destination, md5=md5)
     if md5 is not None and not MD5_PATTERN.match(md5):
-        raise GdcError(f"{checked.label}: expected md5 {md5!r} is not an md5 checksum")
+        raise DownloadFailed(f"{checked.label}: expected md5 {md5!r} is not an md5 checksum")
     return checked
 
 
@@ -283,14 +310,41 @@ def download_file(
 
 def download_keyed(client: GdcClient, target: DownloadTarget, progress_interval_s: float = 10.0) -> Path:
     """Download by id; when the id no longer resolves, look the file up by name and md5 and use its new id."""
+    return _download_keyed(client, target, progress_interval_s)[0]
+
+
+def _download_keyed(client: GdcClient, target: DownloadTarget, progress_interval_s: float) -> tuple[Path, str]:
+    """download_keyed, also returning the file id the file came from; not found by name either is DownloadFailed."""
     try:
-        return download_file(client, target, progress_interval_s=progress_interval_s)
+        return download_file(client, target, progress_interval_s=progress_interval_s), target.file_id
     except GdcNotFound:
         name = Path(target.destination).name
         client.log.warning("GDC file id %s not found; looking up %s by name and md5", target.file_id, name)
+    try:
         current = resolve_by_name(client, name, target.md5)
         client.log.info("%s is now GDC file %s", name, current.file_id)
-        return download_file(client, replace(target, file_id=current.file_id), progress_interval_s=progress_interval_s)
+        current_target = replace(target, file_id=current.file_id)
+        return download_file(client, current_target, progress_interval_s=progress_interval_s), current.file_id
+    except GdcNotFound as error:
+        raise DownloadFailed(f"GDC file id {target.file_id} not found, nor by name: {error}") from None
+
+
+def download_with_status(
+    client: GdcClient, target: DownloadTarget, status_path: str | os.PathLike, progress_interval_s: float = 10.0
+) -> DownloadStatus:
+    """Download keyed (see download_keyed) and write its download status: `ok`, or `fail` with the reason of a
+    permanent failure (DownloadFailed). Any other error is raised and writes no status (the job fails)."""
+    try:
+        path, file_id = _download_keyed(client, target, progress_interval_s)
+        md5 = (target.md5 or "").strip().lower() or md5_file(path)
+        status = DownloadStatus(path.name, "ok", "", str(path), md5, file_id)
+    except DownloadFailed as error:
+        client.log.error("%s: download failed for good, recorded in %s: %s", target.label, status_path, error)
+        destination = Path(target.destination)
+        status = DownloadStatus(destination.name, "fail", str(error), str(destination), target.md5 or "",
+                                target.file_id)
+    write_download_status(status, status_path)
+    return status
 
 
 def fetch_source(client: GdcClient, source: str | os.PathLike | dict, destination: str | os.PathLike) -> Path:

@@ -4,12 +4,16 @@ Contract: tab-separated, a header row, `\\n` line ends, one row per file, sorted
 - id: the GDC file id (UUID), which the `data` endpoint downloads;
 - filename: the file's name, a single safe file name (no separator, no '..', no leading dot, no control
   character), because it becomes a path under resources/{cohort}/slides/;
-- md5: lower-case hex MD5 of the file, or empty when unknown;
+- md5: lower-case hex MD5 of the file (required: a download must be verifiable);
 - size: the file size in bytes, or empty when unknown;
-- state: the GDC file state (`released`), informational.
-Readers need only `id` and `filename` (gdc-client manifests carry all five); a bad md5, size or name is an
-error naming the file and line. The file-name checks and the GDC errors live here, not beside the HTTP client,
-because the slide table and the demo generator use them in environments without an HTTP stack.
+- state: the GDC file state: `released` (`validated` in old manifests) or empty.
+Readers need only `id` and `filename` (gdc-client manifests carry all five). Reading a user's manifest (or a GDC
+query) skips each invalid row (unsafe name, missing or bad md5, bad size, a state the GDC cannot serve) with a
+warning naming the row and the problem, and lists it in resources/{cohort}/manifest_rejected.tsv (REJECTED_COLUMNS:
+source, line, file_id, file_name, problem); only a manifest without any valid row is an error. The workflow's own
+manifest.tsv is read strictly: a bad row there is an error naming the file and line. The file-name checks and
+the GDC errors live here, not beside the HTTP client, because the slide table and the demo generator use them in
+environments without an HTTP stack.
 """
 
 from __future__ import annotations
@@ -25,7 +29,9 @@ from pathlib import Path
 from workflow_scripts.common.atomic import atomic_path
 
 MANIFEST_COLUMNS = ("id", "filename", "md5", "size", "state")
+REJECTED_COLUMNS = ("source", "line", "file_id", "file_name", "problem")
 MD5_PATTERN = re.compile(r"^[0-9a-f]{32}$")
+SERVABLE_STATES = ("", "released", "validated")
 
 
 class GdcError(RuntimeError):
@@ -46,6 +52,22 @@ class GdcFile:
     size: int | None
     state: str
     submitter_id: str = ""
+
+
+@dataclass(frozen=True)
+class RejectedRow:
+    """A manifest row or GDC hit left out of the cohort, and why (one row of manifest_rejected.tsv)."""
+
+    source: str
+    line: str
+    file_id: str
+    file_name: str
+    problem: str
+
+    def describe(self) -> str:
+        """How warnings and errors name the row."""
+        where = f"{self.source} line {self.line}" if self.line else self.source
+        return f"{where} (GDC file {self.file_id or '?'}, {self.file_name!r}): {self.problem}"
 
 
 def file_name_problems(file_name: str) -> list[str]:
@@ -74,31 +96,70 @@ def validate_file_name(file_name: str, file_id: str) -> str:
     return file_name
 
 
-def read_manifest(path: str | os.PathLike) -> list[GdcFile]:
-    """Read a GDC manifest (see the module docstring); file names, md5s and sizes are validated."""
-    path = Path(path)
+def row_problems(file_id: str, file_name: str, md5: str, size: str, state: str) -> list[str]:
+    """Why one manifest row (or GDC hit) cannot be a slide of the cohort (empty list when it can)."""
+    problems = [] if file_id else ["it has no file id"]
+    name_problems = file_name_problems(file_name)
+    if name_problems:
+        problems.append(f"refusing file name {file_name!r} because {' and '.join(name_problems)}")
+    if not md5:
+        problems.append("it has no md5, so its download could not be verified")
+    elif not MD5_PATTERN.match(md5):
+        problems.append(f"{md5!r} is not an md5 checksum")
+    if size and not size.isdigit():
+        problems.append(f"size {size!r} is not a byte count")
+    if state not in SERVABLE_STATES:
+        problems.append(f"state {state!r} is not one the GDC serves ({', '.join(s for s in SERVABLE_STATES if s)})")
+    return problems
+
+
+def read_manifest(
+    path: str | os.PathLike, rejected: list[RejectedRow] | None = None, log: logging.Logger | None = None
+) -> list[GdcFile]:
+    """Read a GDC manifest (see the module docstring). Strict without `rejected` (a bad row is an error naming the
+    file and line); with it, bad rows are skipped, warned about and appended, and only no valid row is an error."""
+    path, log = Path(path), log or logging.getLogger(__name__)
     with open(path, newline="") as handle:
         reader = csv.DictReader(handle, delimiter="\t")
         missing = [column for column in ("id", "filename") if column not in (reader.fieldnames or [])]
         if missing:
             raise GdcError(f"GDC manifest {path} lacks column(s) {missing}; expected {list(MANIFEST_COLUMNS)}")
-        rows = []
+        rows, skipped = [], []
         for line, row in enumerate(reader, start=2):
-            md5 = (row.get("md5") or "").strip().lower()
-            if md5 and not MD5_PATTERN.match(md5):
-                raise GdcError(f"GDC manifest {path} line {line}: {md5!r} is not an md5 checksum")
-            size = (row.get("size") or "").strip()
-            if size and not size.isdigit():
-                raise GdcError(f"GDC manifest {path} line {line}: size {size!r} is not a byte count")
-            file_id = row["id"].strip()
-            rows.append(GdcFile(
-                file_id=file_id,
-                file_name=validate_file_name(row["filename"].strip(), file_id),
-                md5=md5,
-                size=int(size) if size else None,
-                state=(row.get("state") or "").strip(),
-            ))
+            cells = {key: (row.get(key) or "").strip() for key in MANIFEST_COLUMNS}
+            cells["md5"] = cells["md5"].lower()
+            problems = row_problems(cells["id"], cells["filename"], cells["md5"], cells["size"], cells["state"])
+            if problems:
+                problem = " and ".join(problems)
+                skipped.append(RejectedRow(str(path), str(line), cells["id"], cells["filename"], problem))
+                if rejected is None:
+                    raise GdcError(f"GDC manifest {skipped[0].describe()}")
+                log.warning("skipping %s", skipped[-1].describe())
+                continue
+            size = cells["size"]
+            rows.append(GdcFile(cells["id"], cells["filename"], cells["md5"], int(size) if size else None,
+                                cells["state"]))
+    if rejected is not None:
+        rejected.extend(skipped)
+        check_any_valid(rows, skipped, f"GDC manifest {path}")
     return rows
+
+
+def check_any_valid(rows: list, skipped: list[RejectedRow], what: str) -> None:
+    """An error listing the rejected rows when none of a manifest's or query's rows is valid."""
+    if not rows and skipped:
+        listed = "; ".join(row.describe() for row in skipped[:5]) + (" ..." if len(skipped) > 5 else "")
+        raise GdcError(f"{what}: none of its {len(skipped)} rows is valid: {listed}")
+
+
+def write_rejected(rejected: Iterable[RejectedRow], path: str | os.PathLike) -> None:
+    """Write manifest_rejected.tsv (REJECTED_COLUMNS, header only when nothing was rejected), atomically."""
+    with atomic_path(path) as temporary:
+        with open(temporary, "w", newline="") as handle:
+            writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+            writer.writerow(REJECTED_COLUMNS)
+            for row in rejected:
+                writer.writerow([row.source, row.line, row.file_id, row.file_name, row.problem])
 
 
 def write_manifest(files: Iterable[GdcFile], path: str | os.PathLike) -> None:

@@ -9,8 +9,11 @@ from workflow_scripts.inputs.gdc_manifest import (
     GdcError,
     GdcFile,
     GdcNotFound,
+    RejectedRow,
+    check_any_valid,
     exclude_files,
     read_manifest,
+    row_problems,
     validate_file_name,
 )
 from workflow_scripts.inputs.gdc_session import GdcClient, raise_for_status
@@ -103,10 +106,27 @@ def gdc_file_from_hit(hit: dict) -> GdcFile:
     )
 
 
-def discover_slides(client: GdcClient, project: str, page_size: int = 500) -> list[GdcFile]:
-    """The diagnostic slides of a GDC project, one manifest row each."""
+def discover_slides(
+    client: GdcClient, project: str, page_size: int = 500, rejected: list[RejectedRow] | None = None
+) -> list[GdcFile]:
+    """The diagnostic slides of a GDC project, one manifest row each. Without `rejected` an invalid hit is an
+    error; with it, each is skipped with a warning and appended, and only no valid hit is an error."""
     hits = query_files(client, slide_filters(project), FILE_FIELDS, page_size)
-    return [gdc_file_from_hit(hit) for hit in hits]
+    files, skipped = [], []
+    for number, hit in enumerate(hits, start=1):
+        file_id, file_name = str(hit.get("file_id") or hit.get("id") or ""), str(hit.get("file_name") or "")
+        size = "" if hit.get("file_size") is None else str(hit.get("file_size"))
+        problems = row_problems(file_id, file_name, (hit.get("md5sum") or "").lower(), size, hit.get("state", ""))
+        if problems and rejected is not None:
+            skipped.append(RejectedRow(f"GDC query {project}", f"hit {number}", file_id, file_name,
+                                       " and ".join(problems)))
+            client.log.warning("skipping %s", skipped[-1].describe())
+            continue
+        files.append(gdc_file_from_hit(hit))
+    if rejected is not None:
+        rejected.extend(skipped)
+        check_any_valid(files, skipped, f"GDC query for {project}")
+    return files
 
 
 def resolve_by_name(client: GdcClient, file_name: str, md5: str | None) -> GdcFile:
@@ -129,16 +149,19 @@ def build_manifest(
     manifest: str | os.PathLike | None = None,
     exclude: Iterable[str] = (),
     page_size: int = 500,
+    rejected: list[RejectedRow] | None = None,
 ) -> list[GdcFile]:
-    """The cohort's slides: the user's manifest when given, else the GDC query; minus the exclusion list."""
+    """The cohort's slides: the user's manifest when given, else the GDC query; minus the exclusion list.
+
+    With `rejected`, invalid rows are skipped and appended to it (see gdc_manifest), else they are errors."""
     log = client.log
     if manifest:
-        files = read_manifest(manifest)
+        files = read_manifest(manifest, rejected, log)
         log.info("read %d slides from user manifest %s", len(files), manifest)
     else:
         if not project:
             raise GdcError("slides.gdc.project is required when no slides.gdc.manifest is given")
-        files = discover_slides(client, project, page_size)
+        files = discover_slides(client, project, page_size, rejected)
         log.info("GDC query for %s found %d diagnostic slides", project, len(files))
     kept = exclude_files(files, exclude, log)
     if len(kept) != len(files):

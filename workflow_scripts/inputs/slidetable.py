@@ -14,6 +14,10 @@ common.tables (tab-separated, header, `\\n` line ends), sorted by slide_id, ever
 Writers: the slide_table checkpoint (GDC manifest, folder or user table) and the demo generator, both through
 `write_slide_table`; readers get a DataFrame of text from `read_slide_table`, which checks the columns, that
 slide_id, patient_id, path and file_name are set and that slide ids are unique, naming the file on error.
+
+The slides left out (slides.exclude, slides.sample_types) go to resources/{cohort}/slides_excluded.tsv, also owned
+here (`write_excluded_slides`, `read_excluded_slides`): columns EXCLUDED_COLUMNS (slide_id, patient_id, file_name,
+reason), sorted by slide_id, header only when none; the QC table lists them as failed with that reason.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from workflow_scripts.common.tables import read_text_table, write_tsv
 from workflow_scripts.inputs.barcodes import PRIMARY_SAMPLE_TYPES, normalise_sample_types, sample_type_exclusion
 from workflow_scripts.inputs.barcodes import patient_id as tcga_patient_id
 from workflow_scripts.inputs.gdc_manifest import GdcFile, file_name_problems, read_manifest, validate_file_name
+from workflow_scripts.slides.qc_table import EXCLUDED_REASON
 
 SLIDE_EXTENSIONS = (".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif", ".dcm")
 LOCAL_TABLE_COLUMNS = ("slide_id", "patient_id", "path")
@@ -56,6 +61,19 @@ class SlideRecord:
 
 
 TABLE_COLUMNS = tuple(f.name for f in fields(SlideRecord))
+
+
+@dataclass(frozen=True)
+class ExcludedSlide:
+    """One row of slides_excluded.tsv: a slide of the source left out of the cohort, and why."""
+
+    slide_id: str
+    patient_id: str
+    file_name: str
+    reason: str
+
+
+EXCLUDED_COLUMNS = tuple(f.name for f in fields(ExcludedSlide))
 
 
 def slide_id_of(file_name: str) -> str:
@@ -152,9 +170,13 @@ def records_from_table(table: str | os.PathLike) -> list[SlideRecord]:
 
 
 def exclude_records(
-    records: Iterable[SlideRecord], exclude: Iterable[str], log: logging.Logger = logging.getLogger(__name__)
+    records: Iterable[SlideRecord],
+    exclude: Iterable[str],
+    log: logging.Logger = logging.getLogger(__name__),
+    dropped: list[ExcludedSlide] | None = None,
 ) -> list[SlideRecord]:
-    """Drop slides whose file name or slide id is in the exclusion list; warn about entries matching nothing."""
+    """Drop slides whose file name or slide id is in the exclusion list (appending them to `dropped` with reason
+    EXCLUDED_REASON); warn about entries matching nothing."""
     excluded = set(exclude or [])
     kept, matched = [], set()
     for record in records:
@@ -162,6 +184,8 @@ def exclude_records(
         matched |= hits
         if not hits:
             kept.append(record)
+        elif dropped is not None:
+            dropped.append(ExcludedSlide(record.slide_id, record.patient_id, record.file_name, EXCLUDED_REASON))
     for name in sorted(excluded - matched):
         log.warning("slides.exclude entry %r matches no slide", name)
     return kept
@@ -171,9 +195,10 @@ def filter_sample_types(
     records: Iterable[SlideRecord],
     sample_types: Iterable[str | int] = PRIMARY_SAMPLE_TYPES,
     log: logging.Logger = logging.getLogger(__name__),
+    dropped: list[ExcludedSlide] | None = None,
 ) -> list[SlideRecord]:
-    """Drop TCGA slides whose sample type is not allowed (default: primary tumour 01), logging each with its reason;
-    slides named by a local cohort's own ids are kept."""
+    """Drop TCGA slides whose sample type is not allowed (default: primary tumour 01), logging each with its reason
+    (and appending it to `dropped`); slides named by a local cohort's own ids are kept."""
     try:
         allowed = normalise_sample_types(sample_types)
     except ValueError as error:
@@ -185,6 +210,8 @@ def filter_sample_types(
             kept.append(record)
         else:
             log.warning("slide %s excluded: %s", record.slide_id, reason)
+            if dropped is not None:
+                dropped.append(ExcludedSlide(record.slide_id, record.patient_id, record.file_name, reason))
     if len(kept) < len(records):
         log.info("%d slide(s) excluded by sample type (allowed: %s)", len(records) - len(kept), ", ".join(allowed))
     return kept
@@ -204,11 +231,12 @@ def build_slide_table(
     manifest: str | os.PathLike | None = None,
     log: logging.Logger = logging.getLogger(__name__),
     sample_types: Iterable[str | int] = PRIMARY_SAMPLE_TYPES,
+    dropped: list[ExcludedSlide] | None = None,
 ) -> list[SlideRecord]:
     """Slide rows for the `slides:` config (source gdc|local), minus exclusions, checked and sorted by slide id.
 
     Slides from a GDC manifest or a folder also lose those whose TCGA sample type is not in `sample_types`; a
-    user's table lists its slides explicitly and is kept whole.
+    user's table lists its slides explicitly and is kept whole. The slides left out are appended to `dropped`.
     """
     source = slides.get("source")
     by_barcode = True
@@ -226,9 +254,9 @@ def build_slide_table(
             raise SlideTableError("slides.source is local: set slides.local.table or slides.local.folder")
     else:
         raise SlideTableError(f"slides.source {source!r} is not gdc or local")
-    records = exclude_records(records, slides.get("exclude") or [], log)
+    records = exclude_records(records, slides.get("exclude") or [], log, dropped)
     if by_barcode:
-        records = filter_sample_types(records, sample_types, log)
+        records = filter_sample_types(records, sample_types, log, dropped)
     if not records:
         raise SlideTableError("no slides left after slides.exclude and slides.sample_types")
     check_unique(records)
@@ -256,3 +284,22 @@ def read_slide_table(path: str | os.PathLike) -> pd.DataFrame:
     if duplicates:
         raise SlideTableError(f"slide table {path}: duplicate slide_id(s): {', '.join(duplicates)}")
     return table
+
+
+def write_excluded_slides(excluded: Iterable[ExcludedSlide], path: str | os.PathLike) -> None:
+    """Write slides_excluded.tsv (see the module docstring) sorted by slide id, atomically."""
+    rows = sorted(excluded, key=lambda e: e.slide_id)
+    write_tsv(pd.DataFrame([astuple(e) for e in rows], columns=list(EXCLUDED_COLUMNS), dtype=str), path)
+
+
+def read_excluded_slides(path: str | os.PathLike) -> pd.DataFrame:
+    """Read slides_excluded.tsv as text, checking its columns and that every row has a slide id and a reason."""
+    try:
+        table = read_text_table(path, EXCLUDED_COLUMNS)
+    except ValueError as error:
+        raise SlideTableError(f"excluded-slides table {error}") from None
+    for column in ("slide_id", "reason"):
+        empty = table.index[table[column].str.strip() == ""]
+        if len(empty):
+            raise SlideTableError(f"excluded-slides table {path} line {empty[0] + 2}: empty {column}")
+    return table[list(EXCLUDED_COLUMNS)]

@@ -3,7 +3,8 @@
 Contract (columns QC_COLUMNS, in this order, one row per slide, sorted by slide_id in qc/slides.tsv):
 - ``slide_id``, ``patient_id``: text ids, as in the slide table.
 - ``status``: exactly ``pass`` or ``fail``; any other value is an error when the table is read.
-- ``reason``: why a slide failed ('' when it passed; ``excluded by config`` for slides.exclude entries).
+- ``reason``: why a slide failed ('' when it passed; ``excluded by config`` for slides.exclude entries, the
+  sample-type reason for slides of another sample type, ``download failed: ...`` for a slide the GDC never gave).
 - ``mpp``, ``objective_power``, ``width``, ``height``: the slide's resolution (um/px at level 0), objective and
   level-0 size; empty when the slide could not be opened.
 - ``tissue_fraction``, ``pen_fraction``, ``blur_fraction``: fractions of the thumbnail that is tissue, of tissue
@@ -11,6 +12,10 @@ Contract (columns QC_COLUMNS, in this order, one row per slide, sorted by slide_
 - ``n_tiles``: tiles written to the slide's tile store (0 for a failed slide).
 
 Every stage downstream of tiling decides "passed QC" through `passed_slides`, so that decision exists once.
+
+Also owned here: qc/failures.tsv (FAILURE_COLUMNS: slide_id, patient_id, stage, reason; sorted by slide_id), every
+slide of the cohort's sources that is not analysed and why; stage is ``excluded`` (left out by the slide table),
+``download`` (the download failed for good) or ``qc`` (tiling or QC failed).
 """
 
 from __future__ import annotations
@@ -41,6 +46,15 @@ QC_COLUMNS = (
 STATUSES = ("pass", "fail")
 NUMERIC_COLUMNS = ("mpp", "objective_power", "width", "height", "tissue_fraction", "pen_fraction", "blur_fraction")
 EXCLUDED_REASON = "excluded by config"
+DOWNLOAD_FAILED = "download failed: "
+FAILURE_COLUMNS = ("slide_id", "patient_id", "stage", "reason")
+FAILURE_STAGES = ("download", "qc", "excluded")
+
+
+def download_failure_row(slide_id: str, patient_id: str, reason: str) -> dict[str, object]:
+    """The QC row of a slide whose download failed for good: fail, the download's reason, no measurements."""
+    return {"slide_id": slide_id, "patient_id": patient_id, "status": "fail", "reason": DOWNLOAD_FAILED + reason,
+            "n_tiles": 0}
 
 
 def write_qc_row(path: str | os.PathLike, row: Mapping[str, object]) -> Path:
@@ -100,16 +114,65 @@ def is_excluded(slide_id: str, exclude: Sequence[str]) -> bool:
     return any(entry == slide_id or entry.rsplit(".", 1)[0] == slide_id for entry in map(str, exclude))
 
 
-def summarise_qc(rows: Sequence[str | os.PathLike], exclude: Sequence[str], path: str | os.PathLike) -> pd.DataFrame:
-    """Concatenate per-slide QC rows into qc/slides.tsv sorted by slide_id, marking config-excluded slides failed."""
+def summarise_qc(
+    rows: Sequence[str | os.PathLike],
+    exclude: Sequence[str],
+    path: str | os.PathLike,
+    excluded: pd.DataFrame | None = None,
+    failures_path: str | os.PathLike | None = None,
+) -> pd.DataFrame:
+    """Concatenate per-slide QC rows into qc/slides.tsv sorted by slide_id, marking config-excluded slides failed
+    and adding a fail row (no measurements, 0 tiles) per slide the slide table left out (`excluded`: slide_id,
+    patient_id, reason); with `failures_path`, also write qc/failures.tsv."""
     frames = [read_text_table(row_path, QC_COLUMNS)[list(QC_COLUMNS)] for row_path in rows]
+    if excluded is not None and len(excluded):
+        left_out = pd.DataFrame({column: "" for column in QC_COLUMNS}, index=range(len(excluded)))
+        left_out["slide_id"] = list(excluded["slide_id"])
+        left_out["patient_id"] = list(excluded["patient_id"])
+        left_out["reason"] = list(excluded["reason"])
+        left_out["status"], left_out["n_tiles"] = "fail", "0"
+        frames.append(left_out)
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(QC_COLUMNS))
     table = _parse(table, "QC rows " + ", ".join(map(str, rows[:3])) + (" ..." if len(rows) > 3 else ""))
-    excluded = table["slide_id"].map(lambda slide_id: is_excluded(slide_id, exclude)).astype(bool)
-    table.loc[excluded, "status"] = "fail"
-    table.loc[excluded, "reason"] = EXCLUDED_REASON
+    is_listed = table["slide_id"].map(lambda slide_id: is_excluded(slide_id, exclude)).astype(bool)
+    table.loc[is_listed, "status"] = "fail"
+    table.loc[is_listed, "reason"] = EXCLUDED_REASON
     table = table.sort_values("slide_id", kind="stable").reset_index(drop=True)
     write_qc_table(table, path)
+    if failures_path is not None:
+        left_out_ids = set() if excluded is None else set(excluded["slide_id"])
+        write_failures(failures(table, left_out_ids), failures_path)
+    return table
+
+
+def failures(qc: pd.DataFrame, left_out: set[str] = frozenset()) -> pd.DataFrame:
+    """Every failed slide of a QC table with its stage: excluded (in `left_out`, or excluded by config), download
+    (reason starts with DOWNLOAD_FAILED) or qc; columns FAILURE_COLUMNS, sorted by slide_id."""
+    failed = qc.loc[qc["status"] == "fail", ["slide_id", "patient_id", "reason"]].copy()
+
+    def stage(row: pd.Series) -> str:
+        if row["slide_id"] in left_out or row["reason"] == EXCLUDED_REASON:
+            return "excluded"
+        return "download" if row["reason"].startswith(DOWNLOAD_FAILED) else "qc"
+
+    failed["stage"] = [stage(row) for _, row in failed.iterrows()] if len(failed) else []
+    return failed[list(FAILURE_COLUMNS)].sort_values("slide_id", kind="stable").reset_index(drop=True)
+
+
+def write_failures(table: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write qc/failures.tsv (FAILURE_COLUMNS), atomically, after checking every stage is known."""
+    unknown = sorted(set(table["stage"]) - set(FAILURE_STAGES))
+    if unknown:
+        raise ValueError(f"{path}: failure stage(s) {unknown}; expected one of {list(FAILURE_STAGES)}")
+    write_tsv(table[list(FAILURE_COLUMNS)].astype(str), path)
+
+
+def read_failures(path: str | os.PathLike) -> pd.DataFrame:
+    """Read qc/failures.tsv as text, checking its columns and stages; errors name the file."""
+    table = read_text_table(path, FAILURE_COLUMNS)[list(FAILURE_COLUMNS)]
+    unknown = sorted(set(table["stage"]) - set(FAILURE_STAGES))
+    if unknown:
+        raise ValueError(f"{path}: failure stage(s) {unknown}; expected one of {list(FAILURE_STAGES)}")
     return table
 
 

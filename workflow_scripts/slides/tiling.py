@@ -39,7 +39,9 @@ from workflow_scripts.slides.tilepixels import Mapper, TileResult, finish_tile
 from workflow_scripts.slides.tilestore import StoreAttrs, TileStoreWriter
 from workflow_scripts.slides.tilingconfig import TilingConfig
 
-__all__ = ["Grid", "SlideQC", "SlideRejected", "TilingConfig", "TilingPlan", "plan_grid", "tile_slide"]
+__all__ = [
+    "Grid", "SlideQC", "SlideRejected", "TilingConfig", "TilingPlan", "plan_grid", "tile_slide", "unopened_slide"
+]
 
 MASK_CELL_PX = 32  # mask pixels per grid cell side: 8 um/px for 512 px tiles at 0.5 um/px
 PEN_TILE_FRACTION = 0.05  # a cell with more ink than this is dropped
@@ -139,6 +141,21 @@ def tile_slide(
             pass  # a zero-tile store, so a failed slide still produces every declared output
     reason = f" ({qc.reason})" if qc.reason else ""
     log.info("%s: %s%s, %d tiles in %.1f s", slide_id, qc.status, reason, qc.n_tiles, time.perf_counter() - started)
+    return qc
+
+
+def unopened_slide(
+    store_path: str | os.PathLike,
+    slide_id: str,
+    patient_id: str,
+    reason: str,
+    config: TilingConfig,
+    slide_path: str | os.PathLike = "",
+) -> SlideQC:
+    """The fail QC of a slide that is never opened (e.g. its download failed for good), with its zero-tile store."""
+    qc = SlideQC(slide_id=slide_id, patient_id=patient_id, status="fail", reason=reason)
+    with _store_writer(store_path, slide_path, config, qc):
+        pass
     return qc
 
 
