@@ -69,6 +69,25 @@ class ServedFile:
 
 
 @dataclass
+class ServedRange:
+    """One /data body the server began to send: its first byte, how many bytes it handed (or was handing) to the
+    socket, counted before each write so never fewer than the client can have received (a client that died may
+    have received fewer), and when the request arrived and the body ended (time.monotonic of the serving process)."""
+
+    file_id: str
+    start: int
+    sent: int = 0
+    requested_at: float = 0.0
+    finished_at: float | None = None
+    cut: bool = False  # the server dropped this response on purpose (cut_after)
+
+    @property
+    def end(self) -> int:
+        """One past the last byte handed to the socket."""
+        return self.start + self.sent
+
+
+@dataclass
 class RecordedRequest:
     """What the server saw: method, path with query, headers, JSON body."""
 
@@ -116,6 +135,7 @@ class GdcServer:
             self.add(served)
         self.token = token
         self.requests: list[RecordedRequest] = []
+        self.served_ranges: list[ServedRange] = []  # every /data body begun, in order (see ranges_of)
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", port), self._handler_class())
         self._httpd.daemon_threads = True
@@ -134,6 +154,11 @@ class GdcServer:
     def data_requests(self, file_id: str) -> list[RecordedRequest]:
         """The /data requests made for one file id."""
         return [r for r in self.requests if r.path == f"/data/{file_id}"]
+
+    def ranges_of(self, file_id: str) -> list[ServedRange]:
+        """The /data bodies begun for one file id, in the order the requests arrived."""
+        with self._lock:
+            return sorted((r for r in self.served_ranges if r.file_id == file_id), key=lambda r: r.requested_at)
 
     def files_requests(self) -> list[RecordedRequest]:
         """The /files queries made."""
@@ -194,6 +219,7 @@ class GdcServer:
                 if parts.path.startswith("/files/"):
                     return self._file_record(parts.path.removeprefix("/files/"), parse_qs(parts.query))
                 if parts.path.startswith("/data/"):
+                    self._requested_at = time.monotonic()
                     return self._data(parts.path.removeprefix("/data/"))
                 if parts.path.rstrip("/") == "/status":
                     return self._json(200, {"status": "OK", "tag": "fixture"})
@@ -250,9 +276,25 @@ class GdcServer:
                 self.end_headers()
                 self.wfile.write(data)
 
+            def _begin_range(self, file_id: str, start: int, cut: bool) -> None:
+                """Record a /data body about to be sent (server.served_ranges); _sent counts its bytes."""
+                self._range = ServedRange(file_id, start, requested_at=getattr(self, "_requested_at", time.monotonic()),
+                                          cut=cut)
+                with server._lock:
+                    server.served_ranges.append(self._range)
+
+            def _sent(self, count: int) -> None:
+                with server._lock:
+                    self._range.sent += count
+
+            def _end_range(self) -> None:
+                with server._lock:
+                    self._range.finished_at = time.monotonic()
+
             def _send_slowly(self, body: bytes, served: ServedFile) -> None:
                 try:
                     for offset in range(0, len(body), served.send_chunk):
+                        self._sent(min(served.send_chunk, len(body) - offset))
                         self.wfile.write(body[offset:offset + served.send_chunk])
                         self.wfile.flush()
                         time.sleep(served.send_delay_s)
@@ -303,15 +345,21 @@ class GdcServer:
                     self.send_header("Content-Range", f"bytes {start}-{end}/{len(content)}")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                if cutting:
-                    self.wfile.write(body[:served.cut_after])
-                    self.wfile.flush()
-                    self.close_connection = True
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                    return
-                if served.send_chunk:
-                    return self._send_slowly(body, served)
-                self.wfile.write(body)
+                self._begin_range(file_id, start, cutting)
+                try:
+                    if cutting:
+                        self._sent(len(body[:served.cut_after]))
+                        self.wfile.write(body[:served.cut_after])
+                        self.wfile.flush()
+                        self.close_connection = True
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                        return
+                    if served.send_chunk:
+                        return self._send_slowly(body, served)
+                    self._sent(len(body))
+                    self.wfile.write(body)
+                finally:
+                    self._end_range()
 
         return Handler
 
