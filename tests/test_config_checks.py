@@ -258,6 +258,73 @@ def test_schema_and_code_agree_on_the_bound(section: str, key: str, inside: list
             validate(config, schema=str(SCHEMA_PATH))
 
 
+def schema_bounds() -> list[tuple[str, str, str, float, str]]:
+    """Every numeric bound on a scalar key of the schema: (dotted key, section, key, bound value, bound kind)."""
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    found = []
+
+    def walk(node: dict, path: str) -> None:
+        for kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+            if kind in node and path.count(".") == 1:
+                section, key = path.split(".")
+                found.append((path, section, key, node[kind], kind, node.get("type", "number")))
+        for key, child in node.get("properties", {}).items():
+            walk(child, f"{path}.{key}" if path else key)
+
+    walk(schema, "")
+    return found
+
+
+def edge_values(bound: float, kind: str, kind_of_number: str) -> tuple[float, float]:
+    """(a value the bound allows, the nearest value it forbids)."""
+    step = 1 if kind_of_number == "integer" else 1e-6 * max(1.0, abs(bound))
+    if kind == "minimum":
+        return bound, bound - step
+    if kind == "maximum":
+        return bound, bound + step
+    if kind == "exclusiveMinimum":
+        return bound + step, bound
+    return bound - step, bound
+
+
+SCHEMA_BOUNDS = schema_bounds()
+# Keys whose schema edge is valid alone but breaks a limit on a sum of keys, which the code checks before any job.
+CROSS_KEY_LIMITS = {
+    ("splits.test_fraction", "exclusiveMaximum"): r"test_fraction \+ val_fraction must be < 1",
+    ("splits.val_fraction", "exclusiveMaximum"): r"test_fraction \+ val_fraction must be < 1",
+}
+
+
+@pytest.mark.parametrize("bound", SCHEMA_BOUNDS, ids=[f"{path}:{kind}" for path, _, _, _, kind, _ in SCHEMA_BOUNDS])
+def test_every_schema_bound_holds_at_its_edge_in_the_schema_and_the_code(bound: tuple) -> None:
+    """Each bound of schema.yaml, tried at its edge: allowed by the schema and by the code reading it, the next
+    value forbidden by the schema, so no value the schema accepts crashes a job."""
+    path, section, key, value, kind, kind_of_number = bound
+    allowed, forbidden = edge_values(value, kind, kind_of_number)
+    if kind_of_number == "integer":
+        allowed, forbidden = int(allowed), int(forbidden)
+    base = base_config()
+    if section not in base:
+        pytest.skip(f"{section} is not in the demo config")
+    config = deep_update(copy.deepcopy(base), {section: {key: allowed}})
+    validate(config, schema=str(SCHEMA_PATH))
+    if section in CHECKS and (path, kind) in CROSS_KEY_LIMITS:
+        # the schema cannot say "test_fraction + val_fraction < 1": the parse-time check (SplitSettings in
+        # rules/common.smk) stops such a config before any job, naming both keys
+        with pytest.raises(ValueError, match=CROSS_KEY_LIMITS[path, kind]):
+            CHECKS[section](config[section])
+    elif section in CHECKS:
+        CHECKS[section](config[section])
+    config = deep_update(copy.deepcopy(base), {section: {key: forbidden}})
+    with pytest.raises(WorkflowError, match=key):
+        validate(config, schema=str(SCHEMA_PATH))
+
+
+def test_the_bound_walk_sees_the_schema() -> None:
+    assert len(SCHEMA_BOUNDS) > 50 and ("tiling.max_background", "tiling", "max_background", 1,
+                                         "exclusiveMaximum", "number") in SCHEMA_BOUNDS
+
+
 # --- README: every `snakemake ... --config` example validates
 
 
