@@ -198,16 +198,7 @@ def override_config(workdir: Path, name: str, overrides: dict) -> Path:
     return path
 
 
-DOWNSTREAM_OF_TRAINING = {
-    "train": len(TRAITS) * N_SPLITS,
-    "predict": len(TRAITS),
-    "evaluate": 1,
-    "choose_traits": 1,
-    "cartography": 1,
-    "heterogeneity": 1,
-    "survival": 1,
-    "all": 1,
-}
+DOWNSTREAM_OF_TRAINING = DOWNSTREAM_OF_ONE_TRAIT | {"train": len(TRAITS) * N_SPLITS, "predict": len(TRAITS)}
 
 
 @pytest.mark.parametrize("setting", [{"predict_batch_size": 7}, {"workers": 3}, {"threads": 2, "mem_mb": 2000}])
