@@ -10,11 +10,16 @@ CHUNK_BYTES = 1 << 20
 
 def md5_file(path: str | os.PathLike, chunk_bytes: int = CHUNK_BYTES) -> str:
     """Hex MD5 of a file, read in chunks so multi-GB slides never sit in memory."""
-    digest = hashlib.md5()
+    return file_digest(path, chunk_bytes).hexdigest()
+
+
+def file_digest(path: str | os.PathLike, chunk_bytes: int = CHUNK_BYTES) -> hashlib._Hash:
+    """A running MD5 holding a file's bytes, to continue with the rest of a resumed download."""
+    digest = new_md5()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(chunk_bytes), b""):
             digest.update(block)
-    return digest.hexdigest()
+    return digest
 
 
 def new_md5() -> hashlib._Hash:

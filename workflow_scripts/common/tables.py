@@ -24,18 +24,17 @@ ID_COLUMNS = ("patient_id", "slide_id", "sample_id", "file_id", "file_name", "tr
 
 def read_table(path: str | os.PathLike, required: Iterable[str] = (), text: Iterable[str] = ()) -> pd.DataFrame:
     """Read a TSV with id columns (and `text` columns) as strings; fail naming the file when a column is missing."""
-    header = pd.read_csv(path, sep="\t", nrows=0).columns
-    as_text = {column: str for column in (*ID_COLUMNS, *text) if column in header}
-    frame = pd.read_csv(path, sep="\t", dtype=as_text)
-    missing = [column for column in required if column not in frame.columns]
-    if missing:
-        raise ValueError(f"{path}: missing columns {missing} (has {list(frame.columns)})")
-    return frame
+    as_text = dict.fromkeys((*ID_COLUMNS, *text), str)  # pandas ignores the columns a file does not have
+    return _require(pd.read_csv(path, sep="\t", dtype=as_text), required, path)
 
 
 def read_text_table(path: str | os.PathLike, required: Iterable[str] = ()) -> pd.DataFrame:
     """Read a TSV with every cell as text and empty cells as '' (for tables whose owners parse each column)."""
-    frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    return _require(pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False), required, path)
+
+
+def _require(frame: pd.DataFrame, required: Iterable[str], path: str | os.PathLike) -> pd.DataFrame:
+    """The frame, or an error naming the file and the required columns it lacks."""
     missing = [column for column in required if column not in frame.columns]
     if missing:
         raise ValueError(f"{path}: missing columns {missing} (has {list(frame.columns)})")

@@ -32,7 +32,7 @@ import requests
 import urllib3
 
 from workflow_scripts.common.atomic import atomic_path
-from workflow_scripts.common.hashing import md5_file, new_md5
+from workflow_scripts.common.hashing import file_digest, md5_file, new_md5
 from workflow_scripts.inputs.download_status import DownloadStatus, write_download_status
 from workflow_scripts.inputs.gdc_manifest import MD5_PATTERN, GdcError, GdcNotFound, validate_file_name
 from workflow_scripts.inputs.gdc_query import file_record, resolve_by_name
@@ -231,20 +231,16 @@ def _attempt(client: GdcClient, transfer: _Transfer) -> None:
 def _resume_digest(transfer: _Transfer) -> hashlib._Hash:
     """The running md5 of a partial file an earlier run left (empty when none, or when it is already too long)."""
     part, target, log = transfer.part, transfer.target, transfer.progress.log
-    digest = new_md5()
     if not part.is_file():
-        return digest
+        return new_md5()
     have = part.stat().st_size
     if target.size is not None and have > target.size:
         log.warning("%s: partial file %s has %d bytes, more than %d; restarting", target.label, part, have,
                     target.size)
         part.unlink()
-        return digest
-    with open(part, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+        return new_md5()
     log.info("%s: resuming from byte %d of partial file %s", target.label, have, part.name)
-    return digest
+    return file_digest(part)
 
 
 def _run_transfer(client: GdcClient, transfer: _Transfer) -> None:

@@ -272,17 +272,23 @@ def write_slide_table(records: Iterable[SlideRecord], path: str | os.PathLike) -
 
 def read_slide_table(path: str | os.PathLike) -> pd.DataFrame:
     """Read slides.tsv as text, checking columns, required cells and unique slide ids; errors name the file."""
-    try:
-        table = read_text_table(path, TABLE_COLUMNS)
-    except ValueError as error:
-        raise SlideTableError(f"slide table {error}") from None
-    for column in NON_EMPTY_COLUMNS:
-        empty = table.index[table[column].str.strip() == ""]
-        if len(empty):
-            raise SlideTableError(f"slide table {path} line {empty[0] + 2}: empty {column}")
+    table = _read_filled(path, "slide table", TABLE_COLUMNS, NON_EMPTY_COLUMNS)
     duplicates = sorted(set(table.loc[table["slide_id"].duplicated(), "slide_id"]))
     if duplicates:
         raise SlideTableError(f"slide table {path}: duplicate slide_id(s): {', '.join(duplicates)}")
+    return table
+
+
+def _read_filled(path: str | os.PathLike, what: str, columns: Iterable[str], non_empty: Iterable[str]) -> pd.DataFrame:
+    """A table of text with the given columns and no empty cell in `non_empty`; errors name the file and line."""
+    try:
+        table = read_text_table(path, columns)
+    except ValueError as error:
+        raise SlideTableError(f"{what} {error}") from None
+    for column in non_empty:
+        empty = table.index[table[column].str.strip() == ""]
+        if len(empty):
+            raise SlideTableError(f"{what} {path} line {empty[0] + 2}: empty {column}")
     return table
 
 
@@ -294,12 +300,4 @@ def write_excluded_slides(excluded: Iterable[ExcludedSlide], path: str | os.Path
 
 def read_excluded_slides(path: str | os.PathLike) -> pd.DataFrame:
     """Read slides_excluded.tsv as text, checking its columns and that every row has a slide id and a reason."""
-    try:
-        table = read_text_table(path, EXCLUDED_COLUMNS)
-    except ValueError as error:
-        raise SlideTableError(f"excluded-slides table {error}") from None
-    for column in ("slide_id", "reason"):
-        empty = table.index[table[column].str.strip() == ""]
-        if len(empty):
-            raise SlideTableError(f"excluded-slides table {path} line {empty[0] + 2}: empty {column}")
-    return table[list(EXCLUDED_COLUMNS)]
+    return _read_filled(path, "excluded-slides table", EXCLUDED_COLUMNS, ("slide_id", "reason"))[list(EXCLUDED_COLUMNS)]

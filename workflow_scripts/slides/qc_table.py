@@ -79,9 +79,7 @@ def read_qc_table(path: str | os.PathLike) -> pd.DataFrame:
 
 def _parse(table: pd.DataFrame, path: str | os.PathLike) -> pd.DataFrame:
     """Typed QC table: numbers as floats (NaN when empty), n_tiles as int, unknown statuses rejected."""
-    unknown = sorted(set(table["status"]) - set(STATUSES))
-    if unknown:
-        raise ValueError(f"{path}: QC column status has value(s) {unknown}; expected pass or fail")
+    _check_statuses(table, path)
     table = table[list(QC_COLUMNS)].copy()
     for column in NUMERIC_COLUMNS:
         table[column] = pd.to_numeric(table[column].replace({"": None, "NaN": None}), errors="raise").astype(float)
@@ -95,11 +93,16 @@ def _parse(table: pd.DataFrame, path: str | os.PathLike) -> pd.DataFrame:
     return table
 
 
+def _check_statuses(table: pd.DataFrame, where: str | os.PathLike) -> None:
+    """Reject any status other than pass or fail, naming the file or table."""
+    unknown = sorted(set(table["status"]) - set(STATUSES))
+    if unknown:
+        raise ValueError(f"{where}: unknown QC status value(s) {unknown}; expected pass or fail")
+
+
 def passed_slides(qc: pd.DataFrame) -> pd.DataFrame:
     """The slides that passed QC (slide_id, patient_id, n_tiles), sorted by slide_id: the one 'passed QC' rule."""
-    unknown = sorted(set(qc["status"]) - set(STATUSES))
-    if unknown:
-        raise ValueError(f"QC table has status value(s) {unknown}; expected pass or fail")
+    _check_statuses(qc, "QC table")
     passed = qc.loc[qc["status"] == "pass", ["slide_id", "patient_id", "n_tiles"]]
     return passed.sort_values("slide_id", kind="stable").reset_index(drop=True)
 
@@ -161,19 +164,22 @@ def failures(qc: pd.DataFrame, left_out: set[str] = frozenset()) -> pd.DataFrame
 
 def write_failures(table: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write qc/failures.tsv (FAILURE_COLUMNS), atomically, after checking every stage is known."""
-    unknown = sorted(set(table["stage"]) - set(FAILURE_STAGES))
-    if unknown:
-        raise ValueError(f"{path}: failure stage(s) {unknown}; expected one of {list(FAILURE_STAGES)}")
+    _check_stages(table, path)
     write_tsv(table[list(FAILURE_COLUMNS)].astype(str), path)
 
 
 def read_failures(path: str | os.PathLike) -> pd.DataFrame:
     """Read qc/failures.tsv as text, checking its columns and stages; errors name the file."""
     table = read_text_table(path, FAILURE_COLUMNS)[list(FAILURE_COLUMNS)]
+    _check_stages(table, path)
+    return table
+
+
+def _check_stages(table: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Reject a failure stage other than FAILURE_STAGES, naming the file."""
     unknown = sorted(set(table["stage"]) - set(FAILURE_STAGES))
     if unknown:
         raise ValueError(f"{path}: failure stage(s) {unknown}; expected one of {list(FAILURE_STAGES)}")
-    return table
 
 
 def write_qc_table(table: pd.DataFrame, path: str | os.PathLike) -> None:
