@@ -116,6 +116,9 @@ def config_input_paths():
             paths[f"expression.{source}"] = config["expression"][source]
     if isinstance(config["clinical"]["path"], str):
         paths["clinical.path"] = config["clinical"]["path"]
+    for index, entry in enumerate(config["clinical"].get("covariates") or []):
+        if isinstance(entry["source"], str):
+            paths[f"clinical.covariates[{index}].source"] = entry["source"]
     if slides["source"] == "synthetic":
         generated = {
             os.path.normpath(f"resources/{config['cohort']}/{path}")
@@ -257,13 +260,19 @@ CONFIG_KEYS = {
             "bn_momentum",
             "mixed_precision",
             "max_val_tiles_per_slide",
+            "backend",
+            "deterministic",
         ),
+        # device and conda_env are runtime on purpose: switching the CPU demo to a GPU (whose numerics differ)
+        # must not invalidate models already trained; the dtype policy it implies is in each checkpoint's run key
         "runtime": (
             "workers",
             "predict_batch_size",
             "threads",
             "mem_mb",
             "runtime_min",
+            "device",
+            "conda_env",
         ),
     },
 }
@@ -412,10 +421,10 @@ def passed_stores(wildcards=None):
 
 
 def source_path(entry, folder):
-    """Local path of an expression or clinical input: the user's path, or where the GDC copy goes."""
+    """Local path of an expression or clinical input: the user's path, or where the GDC or URL copy goes."""
     if isinstance(entry, str):
         return entry
-    return f"{RESOURCES}/{folder}/{entry.get('file_name', entry['gdc_file_id'])}"
+    return f"{RESOURCES}/{folder}/{entry.get('file_name') or entry['gdc_file_id']}"
 
 
 def expression_file(source):
@@ -429,16 +438,23 @@ def trait_matrix(wildcards):
 
 
 def fetched_sources():
-    """Inputs fetched from the GDC by file id, keyed by their local file name."""
+    """Inputs fetched from the GDC by file id or by URL, keyed by their local path; two different sources
+    with one local path are a config error naming it."""
     entries = [config["expression"].get("mrna"), config["expression"].get("mirna")]
     folders = ["expression", "expression"]
     entries.append(config["clinical"]["path"])
     folders.append("clinical")
-    return {
-        source_path(entry, folder): entry
-        for entry, folder in zip(entries, folders)
-        if isinstance(entry, dict)
-    }
+    entries += [entry["source"] for entry in config["clinical"]["covariates"]]
+    folders += ["clinical"] * len(config["clinical"]["covariates"])
+    fetched = {}
+    for entry, folder in zip(entries, folders):
+        if isinstance(entry, dict):
+            path = source_path(entry, folder)
+            if fetched.setdefault(path, entry) != entry:
+                raise ValueError(
+                    f"config: two different sources are fetched to {path}; give them different file_name values"
+                )
+    return fetched
 
 
 def trait_models(wildcards):
@@ -459,3 +475,22 @@ def final_outputs(wildcards):
         f"{RESULTS}/survival/logrank.tsv",
         f"{RESULTS}/survival/cox.tsv",
     ]
+
+
+def training_threads():
+    """CPU threads of a training or inference job: training.threads, else the decoding workers plus the loop's."""
+    return config["training"]["threads"] or config["training"]["workers"] + 1
+
+
+# training.conda_env picks the software environment of both rules (used with --software-deployment-method conda);
+# each choice is its own file, so switching leaves envs/training.yaml, and the CPU env built from it, untouched.
+TRAINING_CONDA_ENVS = {
+    "cpu": "../envs/training.yaml",
+    "gpu": "../envs/training_gpu.yaml",
+    "jax_gpu": "../envs/training_jax_gpu.yaml",
+}
+
+
+def training_conda_env():
+    """The conda env file of the training and inference rules, chosen by config training.conda_env."""
+    return TRAINING_CONDA_ENVS[config["training"]["conda_env"]]

@@ -9,6 +9,11 @@ rule evaluate:
             trait=TRAITS,
             split=SPLITS,
         ),
+        histories=expand(
+            f"{RESULTS}/models/{{trait}}/split_{{split}}/history.tsv",
+            trait=TRAITS,
+            split=SPLITS,
+        ),
         labels=expand(f"{RESULTS}/labels/{{trait}}.tsv", trait=TRAITS),
         splits=f"{RESULTS}/splits/splits.tsv",
         qc=qc_table_path,

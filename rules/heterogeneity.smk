@@ -4,6 +4,7 @@
 rule choose_traits:
     input:
         table1=f"{RESULTS}/evaluation/table1.tsv",
+        members=f"{RESULTS}/evaluation/ensemble_members.tsv",
     output:
         traits=f"{RESULTS}/heterogeneity/traits.tsv",
     log:
@@ -15,6 +16,7 @@ rule choose_traits:
     params:
         traits=config["heterogeneity"]["traits"],
         n=config["heterogeneity"]["n_traits"],
+        choose_by=config["heterogeneity"]["choose_by"],
     script:
         "../workflow_scripts/scripts/choose_traits.py"
 
@@ -73,6 +75,7 @@ rule heterogeneity:
     params:
         hta_region=config["heterogeneity"]["hta_region"],
         permutations=config["heterogeneity"]["permutations"],
+        hta_log_base=config["heterogeneity"]["hta_log_base"],
         seed=config["seed"],
     script:
         "../workflow_scripts/scripts/heterogeneity.py"
@@ -97,6 +100,11 @@ rule survival:
             category="5. Survival",
         ),
         cohort=f"{RESULTS}/survival/cohort.tsv",
+        group_tests=report(
+            f"{RESULTS}/survival/group_tests.tsv",
+            caption="report/group_tests.rst",
+            category="5. Survival",
+        ),
         figures=report(
             directory(f"{RESULTS}/survival/figures"),
             patterns=["{name}.png"],

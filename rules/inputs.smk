@@ -103,6 +103,8 @@ else:
             "../workflow_scripts/scripts/gdc_download.py"
 
 
+# Expression and clinical inputs (covariate tables included) given by GDC file id or by URL, one job per file;
+# a URL source with `member` keeps its archive in resources/{cohort}/clinical/archives/ (inputs/url_source.py).
 rule fetch_input:
     output:
         f"{RESOURCES}/{{folder}}/{{file_name}}",

@@ -45,6 +45,10 @@ rule labels_summary:
 rule clinical:
     input:
         clinical=source_path(config["clinical"]["path"], "clinical"),
+        covariates=[
+            source_path(entry["source"], "clinical")
+            for entry in config["clinical"]["covariates"]
+        ],
     output:
         clinical=f"{RESULTS}/survival/clinical.tsv",
     log:
@@ -56,6 +60,11 @@ rule clinical:
     params:
         format=config["clinical"]["format"],
         exclude_redacted=config["clinical"]["exclude_redacted"],
+        # what the merge reads from each table (its file is an input, so a new source reruns the job too)
+        covariates=[
+            {key: entry[key] for key in ("format", "key", "columns") if key in entry}
+            for entry in config["clinical"]["covariates"]
+        ],
     script:
         "../workflow_scripts/scripts/clinical.py"
 

@@ -17,8 +17,8 @@ rule train:
     benchmark:
         f"{BENCHMARKS}/train/{{trait}}/split_{{split}}.tsv"
     conda:
-        "../envs/training.yaml"
-    threads: config["training"]["threads"]
+        training_conda_env()
+    threads: training_threads()
     resources:
         gpu=1,
         mem_mb=lambda wildcards, attempt: config["training"]["mem_mb"] * attempt,
@@ -45,8 +45,8 @@ rule predict:
     benchmark:
         f"{BENCHMARKS}/predict/{{trait}}.tsv"
     conda:
-        "../envs/training.yaml"
-    threads: config["training"]["threads"]
+        training_conda_env()
+    threads: training_threads()
     resources:
         gpu=1,
         mem_mb=lambda wildcards, attempt: config["training"]["mem_mb"] * attempt,

@@ -5,15 +5,19 @@ Used by the tests as a context manager, and standalone for a Snakemake run of th
     python tests/gdc_server.py --port 8765 --root DIR [--manifest gdc_manifest.txt] [--project TCGA-BRCA]
 
 serves every file in DIR (file id = uuid5 of its name) plus, metadata only, the rows of a GDC manifest.
+Plain URLs (`add_url`) serve files outside the API, e.g. a cBioPortal-datahub-like `.tar.gz` (`tar_archive`),
+with the same fault knobs and Range support as /data but no token check (a public file host).
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import math
 import socket
+import tarfile
 import threading
 import time
 import uuid
@@ -131,6 +135,7 @@ class GdcServer:
 
     def __init__(self, files: list[ServedFile] | None = None, token: str | None = None, port: int = 0):
         self.files: dict[str, ServedFile] = {}
+        self.urls: dict[str, ServedFile] = {}  # plain URL paths (outside the API) -> file
         for served in files or []:
             self.add(served)
         self.token = token
@@ -145,6 +150,15 @@ class GdcServer:
         """Register a file (replacing one with the same id)."""
         self.files[served.file_id] = served
         return served
+
+    def add_url(self, path: str, served: ServedFile) -> str:
+        """Serve a file at a plain URL path such as /datahub/study.tar.gz; return its full URL."""
+        self.urls[path] = served
+        return f"{self.url}{path}"
+
+    def url_requests(self, path: str) -> list[RecordedRequest]:
+        """The requests made for one plain URL path."""
+        return [r for r in self.requests if urlsplit(r.path).path == path]
 
     @property
     def url(self) -> str:
@@ -211,6 +225,9 @@ class GdcServer:
             def do_GET(self):
                 parts = urlsplit(self.path)
                 self._record(None)
+                if parts.path in server.urls:
+                    self._requested_at = time.monotonic()
+                    return self._body(parts.path, server.urls[parts.path])
                 if parts.path.rstrip("/") == "/files":
                     query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
                     if "filters" in query:
@@ -313,6 +330,12 @@ class GdcServer:
                     return
                 if server.token is not None and self.headers.get("X-Auth-Token") != server.token:
                     return self._json(403, {"message": "a valid X-Auth-Token is required"})
+                return self._body(file_id, served)
+
+            def _body(self, file_id: str, served: ServedFile) -> None:
+                """Serve a file's bytes with its fault knobs: failures, cuts, slow sends and Range requests.
+
+                Size: the fault knobs and the Range answer of one response, in the order a server applies them."""
                 with server._lock:
                     failing = served.fail_first > 0
                     if failing:
@@ -362,6 +385,17 @@ class GdcServer:
                     self._end_range()
 
         return Handler
+
+
+def tar_archive(members: dict[str, bytes], compression: str = "gz") -> bytes:
+    """A tar archive (gzip-compressed by default) holding the given member paths and contents, in order."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode=f"w:{compression}" if compression else "w") as archive:
+        for name, content in members.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime = len(content), 0
+            archive.addfile(info, io.BytesIO(content))
+    return buffer.getvalue()
 
 
 def files_from_folder(root: Path, project: str) -> list[ServedFile]:

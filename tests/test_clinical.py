@@ -147,7 +147,7 @@ def test_clinical_file_round_trips_and_names_a_missing_column(tmp_path):
     source.write_text(CBIOPORTAL)
     table = make_clinical_file(source, "cbioportal", tmp_path / "clinical.tsv")
     lines = (tmp_path / "clinical.tsv").read_text().splitlines()
-    assert lines[1].split("\t") == ["TCGA-AA-0001", "40", "0", "NaN", "STAGE IIIA", "BRCA_Basal", "negative"]
+    assert lines[1].split("\t") == ["TCGA-AA-0001", "40", "0", "NaN", "STAGE IIIA", "BRCA_Basal", "negative", "", ""]
     pd.testing.assert_frame_equal(read_clinical_table(tmp_path / "clinical.tsv"), table)
     (tmp_path / "bad.tsv").write_text("patient_id\tos_months\nP1\t3\n")
     with pytest.raises(ValueError, match="bad.tsv: missing columns"):

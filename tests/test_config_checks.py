@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from snakemake.exceptions import WorkflowError
@@ -197,7 +198,15 @@ def heterogeneity_check(section: dict) -> None:
 
     flags = np.zeros((4, 4, 2), dtype=np.int8)
     flags[:2, :, 0] = 1
-    hta_test(flags, region_size=2, permutations=section["permutations"], seed=0)
+    hta_test(flags, region_size=2, permutations=section["permutations"], seed=0, log_base=section["hta_log_base"])
+
+
+def survival_check(section: dict) -> None:
+    from workflow_scripts.analysis.survival import SurvivalSettings, censor_at
+
+    settings = SurvivalSettings.from_config(section)
+    if settings.max_months is not None:
+        censor_at(pd.DataFrame({"os_months": [1.0, 2e6], "os_event": [1, 1]}), settings.max_months)
 
 
 CHECKS: dict[str, Callable[[dict], None]] = {
@@ -207,6 +216,7 @@ CHECKS: dict[str, Callable[[dict], None]] = {
     "labels": labels_check,
     "demo": demo_check,
     "heterogeneity": heterogeneity_check,
+    "survival": survival_check,
 }
 
 BOUNDS = [
@@ -236,6 +246,7 @@ BOUNDS = [
     ("demo", "jpeg_quality", [1, 100], [0, 101]),
     ("demo", "tss", ["A1"], ["a1", "ABC"]),
     ("heterogeneity", "permutations", [1], [0]),
+    ("heterogeneity", "hta_log_base", ["combinations", "observed"], ["base_2", 2]),
 ]
 
 

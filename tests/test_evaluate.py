@@ -30,6 +30,7 @@ from workflow_scripts.analysis.evaluate import (
 from workflow_scripts.common.tables import read_table, write_tsv
 from workflow_scripts.learning.labels import write_labels
 from workflow_scripts.learning.predictions import SlidePredictions, write_predictions
+from workflow_scripts.learning.run_outputs import write_history
 from workflow_scripts.learning.slide_score import slide_auc as auc
 from workflow_scripts.learning.splits import write_splits
 from workflow_scripts.slides.qc_table import passed_slides, write_qc_table
@@ -151,12 +152,15 @@ def test_table1_spearman_and_figure(tmp_path):
     pd.testing.assert_frame_equal(result.reset_index(), again)
 
     spearman = spearman_table(slide_table, labels)
-    row = spearman[(spearman["trait"] == "A") & (spearman["set"] == "all")].iloc[0]
-    data = ensemble_rows(slide_table, "A", "all")
+    row = spearman[(spearman["trait"] == "A") & (spearman["set"] == "in_sample")].iloc[0]
+    data = ensemble_rows(slide_table, "A", "in_sample")
     data = data.merge(labels[labels["trait"] == "A"][["patient_id", "percentile"]], on="patient_id")
     assert row["rho"] == pytest.approx(spearmanr(data["score"], data["percentile"]).statistic)
     assert row["rho"] > 0.5
-    np.testing.assert_allclose(spearman["q_value"], false_discovery_control(spearman["p_value"], method="bh"))
+    held_out = spearman["set"] != "in_sample"
+    np.testing.assert_allclose(spearman.loc[held_out, "q_value"],
+                               false_discovery_control(spearman.loc[held_out, "p_value"], method="bh"))
+    assert spearman.loc[~held_out, "q_value"].isna().all() and (~held_out).sum() == 2
 
     plot_figure2(slide_table, ["A", "B"], tmp_path / "figure2.png", tmp_path / "figure2.pdf", seed=42)
     assert (tmp_path / "figure2.png").read_bytes()[:4] == b"\x89PNG"
@@ -175,21 +179,25 @@ def test_one_class_set_gives_nan_auc():
 
 def test_write_evaluation_matches_the_steps(tmp_path):
     prediction_dirs, labels, splits, qc, metrics = _cohort(tmp_path, n_patients=12)
-    metric_paths = []
+    metric_paths, history_paths = [], []
     for _, row in metrics.iterrows():
         path = tmp_path / "models" / row["trait"] / f"split_{row['split']}" / "metrics.json"
         path.parent.mkdir(parents=True)
         path.write_text(json.dumps({"best_val_slide_auc": row["best_val_slide_auc"], "split": int(row["split"]),
-                                    "trait": row["trait"]}))
+                                    "trait": row["trait"], "best_eval_step": 2}))
+        loss = 0.1 * (row["split"] + 1)
+        write_history([{"eval_step": step, "epoch_fraction": step / 2, "train_loss": 0.6, "val_slide_auc": 0.7,
+                        "lr": 0.01, "val_loss": loss * step} for step in (1, 2)], path.with_name("history.tsv"))
         metric_paths.append(path)
+        history_paths.append(path.with_name("history.tsv"))
     label_paths = []
     for trait, rows in labels.groupby("trait"):
         write_labels(rows, tmp_path / f"{trait}.tsv")
         label_paths.append(tmp_path / f"{trait}.tsv")
     write_splits(splits, tmp_path / "splits.tsv")
     write_qc_table(qc, tmp_path / "qc.tsv")
-    inputs = EvaluationInputs([prediction_dirs["B"], prediction_dirs["A"]], metric_paths, label_paths,
-                              tmp_path / "splits.tsv", tmp_path / "qc.tsv")
+    inputs = EvaluationInputs([prediction_dirs["B"], prediction_dirs["A"]], metric_paths, history_paths,
+                              label_paths, tmp_path / "splits.tsv", tmp_path / "qc.tsv")
     out = tmp_path / "evaluation"
     outputs = EvaluationOutputs(out / "members.tsv", out / "slide_scores.tsv", out / "table1.tsv",
                                 out / "spearman.tsv", out / "figure2.png", out / "figure2.pdf")
@@ -202,7 +210,42 @@ def test_write_evaluation_matches_the_steps(tmp_path):
     pd.testing.assert_frame_equal(summary, table1(slide_table, ["A", "B"], n_boot=30, ci=0.95, seed=42))
     written = read_table(out / "table1.tsv")
     np.testing.assert_allclose(written["test_auc_ensemble"], summary["test_auc_ensemble"])
-    assert read_members(out / "members.tsv")["chosen"].sum() == 4
+    written_members = read_members(out / "members.tsv")
+    assert written_members["chosen"].sum() == 4
+    # val_loss_at_best = the history's val_loss at best_eval_step 2: 2 * 0.1 * (split + 1)
+    assert written_members["val_loss_at_best"].tolist() == pytest.approx(
+        [0.2 * (split + 1) for split in written_members["split"]])
+    assert written_members["split"].tolist() == members["split"].tolist()
     assert (out / "figure2.pdf").read_bytes()[:4] == b"%PDF" and (out / "spearman.tsv").stat().st_size > 0
     with pytest.raises(ValueError, match="'C'"):
         prediction_folders(inputs.predictions, ["A", "C"])
+
+
+def test_fdr_family_is_the_held_out_sets_only():
+    """Two traits x four sets, percentiles chosen so every p-value differs: BH over the six held-out rows only."""
+    rows, percentile_rows = [], []
+    rng = np.random.default_rng(5)
+    for trait, strength in (("A", 0.9), ("B", 0.3)):
+        for set_index, set_name in enumerate(("test", "ood_near", "ood_all", "in_sample")):
+            for number in range(8 + 2 * set_index):
+                patient = f"{trait}{set_name}{number}"
+                percentile = 10.0 * number + set_index
+                score = strength * percentile / 100 + (1 - strength) * rng.random()
+                rows.append({"slide_id": patient, "patient_id": patient, "trait": trait, "model": "ensemble",
+                             "set": set_name, "label": 1, "score": score, "mean_tile_score": score})
+                percentile_rows.append({"patient_id": patient, "trait": trait, "percentile": percentile})
+    table = spearman_table(pd.DataFrame(rows), pd.DataFrame(percentile_rows))
+    held_out = table["set"].isin(["test", "ood_near", "ood_all"]).to_numpy()
+    p = table["p_value"].to_numpy()
+    assert held_out.sum() == 6 and not np.isnan(p).any()
+    # BH by hand over the m = 6 held-out p-values: q_(i) = min over j >= i of p_(j) * m / j
+    held = p[held_out]
+    order = np.argsort(held)
+    by_hand = np.minimum.accumulate((held[order] * 6 / np.arange(1, 7))[::-1])[::-1]
+    expected = np.empty(6)
+    expected[order] = np.minimum(by_hand, 1)
+    np.testing.assert_allclose(table.loc[held_out, "q_value"], expected)
+    np.testing.assert_allclose(table.loc[held_out, "q_value"], false_discovery_control(held, method="bh"))
+    assert table.loc[~held_out, "q_value"].isna().all()
+    # counting the in-sample rows would have changed the q-values (m = 8)
+    assert not np.allclose(false_discovery_control(p, method="bh")[held_out], expected)

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+from hta.stats import HTA as ReferenceHTA
 
 from workflow_scripts.analysis.heterogeneity import (
     combination_label,
@@ -13,6 +14,7 @@ from workflow_scripts.analysis.heterogeneity import (
     hta,
     hta_test,
     hti,
+    positive_and_mask,
     select_traits,
 )
 
@@ -125,3 +127,75 @@ def test_hta_is_seeded_and_nan_without_positive_tiles():
     assert hta_test(tensor, 3, 50, seed=5) == hta_test(tensor, 3, 50, seed=5)
     empty = hta_test(np.zeros((5, 5, 2), dtype=np.uint8), 2, 10, seed=0)
     assert math.isnan(empty.hta) and math.isnan(empty.p_value)
+
+
+def _reference_hta(tensor: np.ndarray, region_size: int) -> float:
+    """HTA of the PyPI `hta` package (0.1.0) on the 0/1 flags of a map (background = no trait)."""
+    flags = positive_and_mask(tensor)[0].astype(int)
+    np.random.seed(0)  # the package permutes with numpy's global generator for its p-value; only its HTA is used
+    return float(ReferenceHTA(flags, region_size, n_repeat=2).calc()[0])
+
+
+def _structured_maps() -> list[tuple[np.ndarray, int]]:
+    """Hand-made maps: segregated blocks, mixed regions, a missing combination, one combination, three traits."""
+    missing = _segregated_map()
+    missing[4:, :4] = (0, 0)  # no A+B tile: two of three combinations
+    mixed = _map([[(1, 0), (1, 0), (1, 0), (1, 0)], [(0, 1), (0, 1), (1, 0), (0, 0)]])
+    checker = np.zeros((6, 6, 2), np.uint8)
+    checker[::2, :, 0] = 1
+    checker[:, ::3, 1] = 1
+    single = np.zeros((4, 5, 2), np.uint8)
+    single[1:3, 1:4] = (0, 1)
+    three = np.random.default_rng(3).integers(0, 2, size=(9, 7, 3)).astype(np.uint8)
+    three[..., 2] = 0  # three traits, only combinations of the first two
+    return [(_segregated_map(), 4), (_segregated_map(), 3), (missing, 4), (missing, 3), (mixed, 2), (checker, 4),
+            (single, 2), (three, 3)]
+
+
+@pytest.mark.parametrize("index", range(8))
+def test_observed_base_matches_the_hta_package_on_structured_maps(index):
+    tensor, region = _structured_maps()[index]
+    assert hta(tensor, region, log_base="observed") == pytest.approx(_reference_hta(tensor, region), abs=1e-6)
+    # the package's HTA with one region covering the whole map is the slide's HTI in its base
+    whole = max(tensor.shape[:2])
+    assert hti(tensor, log_base="observed") == pytest.approx(_reference_hta(tensor, whole), abs=1e-6)
+
+
+def test_observed_base_matches_the_hta_package_on_random_maps():
+    rng = np.random.default_rng(11)
+    missing_combinations = 0
+    for index in range(12):
+        n_traits = 2 + index % 3
+        shape = (int(rng.integers(5, 20)), int(rng.integers(5, 20)), n_traits)
+        tensor = (rng.random(shape) < rng.uniform(0.1, 0.6)).astype(np.uint8)
+        tensor[rng.random(shape[:2]) < 0.25] = BG
+        region = int(rng.integers(1, 6))
+        assert hta(tensor, region, log_base="observed") == pytest.approx(_reference_hta(tensor, region), abs=1e-6)
+        assert hti(tensor, log_base="observed") == pytest.approx(_reference_hta(tensor, max(shape[:2])), abs=1e-6)
+        missing_combinations += combination_proportions(tensor).min() == 0
+    assert missing_combinations >= 2  # some maps lack a combination, where the two bases differ
+
+
+def test_combinations_base_differs_by_ln3_over_ln2_when_one_combination_is_missing():
+    tensor = _segregated_map()
+    tensor[4:, :4] = (0, 0)  # A-only and B-only blocks, no A+B tile
+    mixed = tensor.copy()
+    mixed[0, 4], mixed[4 - 1, 0] = (1, 0), (0, 1)  # one foreign tile in each block: regional HTIs > 0
+    factor = math.log(3) / math.log(2)
+    assert hti(tensor, log_base="combinations") == pytest.approx(math.log(2) / math.log(3))
+    assert hti(tensor, log_base="observed") == pytest.approx(1.0)
+    paper = hta(mixed, 4, log_base="combinations")
+    assert paper > 0 and hta(mixed, 4, log_base="observed") == pytest.approx(paper * factor)
+    # the permutations keep the slide's combinations, so rescaling leaves both p-values as they were
+    by_paper = hta_test(mixed, 4, 200, seed=3, log_base="combinations")
+    by_package = hta_test(mixed, 4, 200, seed=3, log_base="observed")
+    assert by_package.hta == pytest.approx(by_paper.hta * factor)
+    assert (by_package.p_value, by_package.p_value_clt) == pytest.approx((by_paper.p_value, by_paper.p_value_clt))
+
+
+def test_one_observed_combination_gives_zero_in_the_observed_base_and_bad_base_is_named():
+    single = np.zeros((4, 4, 2), np.uint8)
+    single[:2] = (1, 1)
+    assert hti(single, log_base="observed") == 0.0 and hta(single, 2, log_base="observed") == 0.0
+    with pytest.raises(ValueError, match="hta_log_base"):
+        hti(single, log_base="natural")

@@ -78,3 +78,11 @@ def test_mismatched_models_and_splits_are_refused(split_models: tuple, tmp_path:
     with pytest.raises(ValueError, match="2 models but 1 splits"):
         predict_trait(split_models[0], [0], [], tmp_path / "out", "T")
     assert not (tmp_path / "out").exists()
+
+
+def test_inference_demanding_a_gpu_fails_before_loading_models(split_models: tuple, tmp_path: Path) -> None:
+    from workflow_scripts.learning.devices import GpuUnavailableError
+
+    with pytest.raises(GpuUnavailableError, match="training.device is gpu, but TensorFlow .* sees no GPU"):
+        predict_trait(split_models[0], [0, 2], [], tmp_path / "out", "T", device="gpu")
+    assert not (tmp_path / "out").exists()

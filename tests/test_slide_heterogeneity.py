@@ -44,6 +44,20 @@ def test_slide_row_by_hand():
     assert map_title(row, 2).startswith(f"S1\nHTI {expected:.2f}  HTA")
 
 
+def test_slide_row_in_the_observed_base():
+    # drop the A and B tile: A only x2, B only x1 -> two observed combinations, p = (2/3, 1/3)
+    tensor = TENSOR.copy()
+    tensor[1, 0] = (0, 0)
+    observed = HtaSettings(region=2, permutations=20, seed=42, log_base="observed")
+    paper = slide_row("S1", "P1", tensor, ["A", "B"], SETTINGS)
+    package = slide_row("S1", "P1", tensor, ["A", "B"], observed)
+    entropy = -(2 / 3 * math.log(2 / 3) + 1 / 3 * math.log(1 / 3))
+    assert paper["hti"] == pytest.approx(entropy / math.log(3))
+    assert package["hti"] == pytest.approx(entropy / math.log(2))
+    assert package["hta"] == pytest.approx(paper["hta"] * math.log(3) / math.log(2))
+    assert (package["hta_p"], package["p_A+ B-"]) == pytest.approx((paper["hta_p"], 2 / 3))
+
+
 def test_slide_without_positive_tiles_has_nan_shares():
     row = slide_row("S0", "P0", np.zeros((2, 2, 2), np.uint8), ["A", "B"], SETTINGS)
     assert row["n_positive_tiles"] == 0 and math.isnan(row["hti"]) and math.isnan(row["p_A+ B+"])

@@ -159,6 +159,9 @@ def test_demo_workflow_runs_through_slurm_profile(slurm_cluster, tmp_path):
             assert (results / "models" / trait / f"split_{split}" / "metrics.json").is_file()
             train_log = (workdir / "logs" / config["cohort"] / "train" / trait / f"split_{split}.log").read_text()
             assert "job sees CUDA_VISIBLE_DEVICES=0" in train_log, train_log[-2000:]
+            # device cpu (tests/slurm/demo_config.yaml): the granted GPU is hidden before keras is imported
+            assert "device cpu: set {'KERAS_BACKEND': 'tensorflow', 'CUDA_VISIBLE_DEVICES': ''}" in train_log
+            assert "devices: cpu x1" in train_log, train_log[-2000:]
 
     n_slides = len((workdir / "resources" / config["cohort"] / "slides.tsv").read_text().splitlines()) - 1
     group_calls = sbatch_call_for(log, "rule_tiling")

@@ -14,17 +14,19 @@ from lifelines import CoxPHFitter
 from lifelines.statistics import logrank_test
 
 from test_evaluate import _cohort as prediction_cohort
+from workflow_scripts.analysis.cox import cox_models
+from workflow_scripts.analysis.group_tests import Panel, category_groups
 from workflow_scripts.analysis.survival import (
-    category_groups,
-    choose_traits,
-    cox_models,
+    choose_by_score,
     logrank_table,
     one_slide_per_patient,
     survival_cohort,
     survival_patients,
+    table1_test_aucs,
 )
 from workflow_scripts.analysis.survival_figures import plot_distributions, plot_km
 from workflow_scripts.common.tables import read_table
+from workflow_scripts.inputs.clinical import CLINICAL_COLUMNS, TEXT_COLUMNS, write_clinical
 from workflow_scripts.learning.labels import write_labels
 from workflow_scripts.learning.predictions import read_predictions
 from workflow_scripts.learning.splits import write_splits
@@ -36,10 +38,12 @@ UUID = "0a1b2c3d-0000-4000-8000-00000000000{}"
 
 def test_choose_traits_top_two_or_configured():
     table1 = pd.DataFrame({"trait": ["A", "B", "C", "D"], "test_auc_ensemble": [0.7, np.nan, 0.9, 0.7]})
-    assert choose_traits(table1) == ["C", "A"]
-    assert choose_traits(table1, ["D", "B"]) == ["D", "B"]
+    scores = table1_test_aucs(table1)
+    assert choose_by_score(scores) == ["C", "A"]
+    assert choose_by_score(scores, n=4) == ["C", "A", "D", "B"]  # ties by name, NaN last
+    assert choose_by_score(scores, ["D", "B"]) == ["D", "B"]
     with pytest.raises(ValueError, match="E"):
-        choose_traits(table1, ["A", "E"])
+        choose_by_score(scores, ["A", "E"])
 
 
 def test_dx1_or_lowest_dx_number_is_kept():
@@ -90,9 +94,15 @@ def _cohort(n: int = 60, seed: int = 0) -> pd.DataFrame:
     )
 
 
+def clinical_columns(cohort: pd.DataFrame) -> pd.DataFrame:
+    """The cohort's clinical.tsv columns (CLINICAL_COLUMNS), those it lacks empty as for an unknown value."""
+    table = cohort.reindex(columns=CLINICAL_COLUMNS)
+    return table.fillna({column: "" for column in TEXT_COLUMNS})
+
+
 def test_logrank_matches_lifelines():
     cohort = _cohort()
-    table = logrank_table(cohort, ["A", "B"], [{"low_max": 0.5, "high_min": 0.5}, {"low_max": 0.3, "high_min": 0.7}])
+    table = logrank_table(cohort, ["A", "B"], [(0.5, 0.5), (0.3, 0.7)])
     for _, row in table.iterrows():
         low = cohort[cohort["hti"] <= row["low_max"]]
         high = cohort[cohort["hti"] > row["high_min"]]
@@ -102,11 +112,12 @@ def test_logrank_matches_lifelines():
         assert (row["n_low"], row["n_high"]) == (len(low), len(high))
         assert row["events_high"] == high["os_event"].sum()
     assert table["traits"].tolist() == ["A+B", "A+B"]
+    assert table["role"].tolist() == ["secondary", "secondary"] and set(table["cohort"]) == {"hti_survival"}
 
 
 def test_degenerate_groups_give_nan_with_reason():
     cohort = _cohort(10).assign(hti=0.1)
-    row = logrank_table(cohort, ["A", "B"], [{"low_max": 0.5, "high_min": 0.5}]).iloc[0]
+    row = logrank_table(cohort, ["A", "B"], [(0.5, 0.5)]).iloc[0]
     assert np.isnan(row["p_value"]) and row["note"] == "a group is empty" and row["n_high"] == 0
     cox = cox_models(cohort)
     assert cox["hr"].isna().all() and (cox["note"] != "").all()
@@ -116,10 +127,20 @@ def test_cox_matches_lifelines_and_adjusts():
     cohort = _cohort(80, seed=1)
     cox = cox_models(cohort).set_index(["model", "covariate"])
     fitter = CoxPHFitter().fit(cohort[["os_months", "os_event", "hti"]], "os_months", "os_event")
-    assert cox.loc[("hti", "hti"), "hr"] == pytest.approx(fitter.summary.loc["hti", "exp(coef)"])
-    assert cox.loc[("hti", "hti"), "p"] == pytest.approx(fitter.summary.loc["hti", "p"])
-    assert ("hti+age+stage", "stage") in cox.index
+    primary = cox.loc[("hti", "hti")]
+    # per 0.1 HTI: exp(coef / 10) of the per-unit fit, the CI from coef +- z * se divided by 10 (hand check)
+    coef, se = fitter.summary.loc["hti", "coef"], fitter.summary.loc["hti", "se(coef)"]
+    assert primary["coef"] == pytest.approx(coef / 10, rel=1e-5)
+    assert primary["hr"] == pytest.approx(np.exp(coef / 10), rel=1e-5)
+    assert primary["hr_ci_low"] == pytest.approx(np.exp((coef - 1.959964 * se) / 10), rel=1e-5)
+    assert primary["hr_ci_high"] == pytest.approx(np.exp((coef + 1.959964 * se) / 10), rel=1e-5)
+    assert primary["p"] == pytest.approx(fitter.summary.loc["hti", "p"], rel=1e-5)
+    assert primary["concordance"] == pytest.approx(fitter.concordance_index_)
+    assert (primary["role"], primary["unit"], primary["n"], primary["excluded"]) == ("primary", "per 0.1 HTI", 80, 0)
+    assert primary["events"] == cohort["os_event"].sum()
+    assert ("hti+age+stage", "stage_II") in cox.index and ("hti+age+stage", "stage_IV") in cox.index
     assert cox.loc[("hti+age+stage", "hti"), "n"] == 80
+    assert cox.loc[("hti+age+stage", "stage_III"), "unit"] == "stage III vs I"
 
 
 def test_cohort_join_and_figures(tmp_path):
@@ -131,7 +152,10 @@ def test_cohort_join_and_figures(tmp_path):
     assert sorted(joined["patient_id"]) == ["p0", "p1", "p2"]
     plot_km({"low": cohort[cohort["hti"] <= 0.5], "high": cohort[cohort["hti"] > 0.5], "empty": cohort.iloc[:0]},
             "km", tmp_path / "km.png")
-    plot_distributions([("ER", category_groups(cohort, "er_status")), ("none", category_groups(cohort, "absent"))],
+    er_groups, er_excluded = category_groups(cohort, "er_status")
+    assert sorted(er_groups) == ["Negative", "Positive"] and er_excluded == 0
+    assert sum(len(values) for values in er_groups.values()) == 30
+    plot_distributions([Panel("6", "ER", "er_status", er_groups), Panel("6", "none", "absent")],
                        "HTI", tmp_path / "figure6.png")
     assert (tmp_path / "km.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "figure6.png").read_bytes()[:4] == b"\x89PNG"
@@ -155,9 +179,9 @@ rule evaluate:
     log: "logs/evaluate.log"
     script: SCRIPTS + "/evaluate.py"
 rule choose_traits:
-    input: table1="evaluation/table1.tsv"
+    input: table1="evaluation/table1.tsv", members="evaluation/ensemble_members.tsv"
     output: traits="heterogeneity/traits.tsv"
-    params: traits=None, n=2
+    params: traits=None, n=2, choose_by="test_auc"
     log: "logs/choose_traits.log"
     script: SCRIPTS + "/choose_traits.py"
 rule cartography:
@@ -178,8 +202,9 @@ rule survival:
     input: hti="heterogeneity/hti.tsv", clinical="survival/clinical.tsv", labels=expand("labels/{{t}}.tsv", t=TRAITS),
            splits="splits/splits.tsv", traits="heterogeneity/traits.tsv"
     output: logrank="survival/logrank.tsv", cox="survival/cox.tsv", cohort="survival/cohort.tsv",
-            figures=directory("survival/figures")
-    params: survival={{"thresholds": [{{"low_max": 0.5, "high_min": 0.5}}, {{"low_max": 0.3, "high_min": 0.7}}]}}
+            group_tests="survival/group_tests.tsv", figures=directory("survival/figures")
+    params: survival={{"thresholds": [{{"low_max": 0.5, "high_min": 0.5}}, {{"low_max": 0.3, "high_min": 0.7}}],
+                       "max_months": None, "drop_zero_hti": False}}
     log: "logs/survival.log"
     script: SCRIPTS + "/survival.py"
 """
@@ -212,7 +237,7 @@ def test_scripts_run_under_snakemake(tmp_path, repo_root):
     write_qc_table(qc, tmp_path / "qc" / "slides.tsv")
     clinical = _cohort(len(splits), seed=3).assign(patient_id=splits["patient_id"].to_numpy())
     (tmp_path / "survival").mkdir()
-    clinical.drop(columns=["slide_id", "hti"]).to_csv(tmp_path / "survival" / "clinical.tsv", sep="\t", index=False)
+    write_clinical(clinical_columns(clinical), tmp_path / "survival" / "clinical.tsv")
     scripts = repo_root / "workflow_scripts" / "scripts"
     (tmp_path / "Snakefile").write_text(SNAKEFILE.format(scripts=scripts, slides=slides))
     snakemake = Path(sys.executable).with_name("snakemake")

@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 
 from workflow_scripts.learning.tiledata import (
+    StorePool,
     batch_examples,
     build_tile_index,
     decode_flipped,
     epoch_permutation,
     fit_tile,
     ordered_batches,
+    read_stored,
     slide_batches,
     stream_examples,
     training_batches,
@@ -180,3 +182,52 @@ def test_raw_stores_stream_like_jpeg_stores(tmp_path: Path) -> None:
     with TileStore(raw[index.store_ids[rows[3]]]) as store:
         original = store.read_tiles([index.tile_ids[rows[3]]])[0]
     np.testing.assert_array_equal(x[3], fit_tile(original, TILE_PX, bool(flips[3, 0]), bool(flips[3, 1])))
+
+
+def test_store_pool_closes_the_least_recently_used_idle_reader(stores: list[Path]) -> None:
+    pool = StorePool(stores, max_open=2)
+    for store_id in (0, 1, 0, 2, 1):  # by hand: open 0, open 1, hit 0, open 2 (closes 1), open 1 (closes 0)
+        pool.acquire(store_id)
+        pool.release(store_id)
+    assert pool.opens == 4 and pool.open_ids() == [2, 1]
+    held = pool.acquire(2)  # a reader in use is never closed, even beyond the cap
+    pool.acquire(0)
+    assert pool.open_ids() == [2, 0] and held.read(0)
+    pool.release(2)
+    pool.release(0)
+    pool.close()
+    assert pool.open_ids() == []
+    with pytest.raises(ValueError, match="max_open"):
+        StorePool(stores, max_open=0)
+
+
+def test_read_stored_reads_each_store_once_in_any_row_order(stores: list[Path]) -> None:
+    index = build_tile_index(stores, [0, 1, 0, 1])
+    rows = np.random.default_rng(5).permutation(index.n_tiles)  # 32 tiles of 4 stores, shuffled across stores
+    expected = []
+    for row in rows:
+        with TileStore(stores[index.store_ids[row]]) as store:
+            expected.append(store.read_encoded(int(index.tile_ids[row])))
+    for descending in (False, True):
+        pool = StorePool(index.stores, max_open=1)
+        assert read_stored(index, rows, pool, descending) == expected
+        assert pool.opens == 4  # one open per store, though a row-by-row read with one open file would reopen often
+        pool.close()
+    assert read_stored(index, rows[:0], StorePool(index.stores)) == []
+
+
+@pytest.mark.parametrize("window_tiles", [1, 7, 12, 4096])
+def test_read_windows_do_not_change_the_batches(stores: list[Path], window_tiles: int) -> None:
+    index = build_tile_index(stores, [0, 1, 0, 1])
+    rows_and_flips = [batch_examples(index.n_tiles, 6, seed=2, step=step) for step in range(3, 10)]
+    batches = list(
+        training_batches(index, 6, TILE_PX, seed=2, start_step=3, n_steps=7, workers=2, window_tiles=window_tiles)
+    )
+    assert len(batches) == 7
+    for (x, y), (rows, flips) in zip(batches, rows_and_flips):
+        for slot in (0, 5):
+            with TileStore(stores[index.store_ids[rows[slot]]]) as store:
+                tile = store.read_tiles([index.tile_ids[rows[slot]]])[0]
+            tile = tile[:, ::-1] if flips[slot, 0] else tile
+            np.testing.assert_array_equal(x[slot], tile[::-1] if flips[slot, 1] else tile)
+        np.testing.assert_array_equal(y[:, 0], index.labels[rows])

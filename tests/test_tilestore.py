@@ -129,3 +129,34 @@ def test_store_attrs_match_the_dict_form_and_mark_unknowns(tmp_path):
     write_tile_store(tmp_path / "s.h5", "s", np.zeros((0, 2)), np.zeros((0, 2)), [], [], attrs)
     with TileStore(tmp_path / "s.h5") as store:
         assert store.grid_shape == (3, 2) and store.attrs["source_path"] == "/x.svs" and store.n_tiles == 0
+
+
+@pytest.mark.parametrize("encoding", ["jpeg", "raw"])
+def test_tile_reader_returns_the_stored_tiles(tmp_path, encoding):
+    from workflow_scripts.slides.tilestore import TileReader
+
+    tiles = smooth_tiles(3)
+    write(tmp_path / "r.h5", tiles, encoding)
+    reader = TileReader(tmp_path / "r.h5")
+    with TileStore(tmp_path / "r.h5") as store:
+        assert reader.encoding == store.encoding == encoding
+        for index in range(3):
+            stored = reader.read(index)
+            if encoding == "jpeg":
+                assert stored == store.read_encoded(index)
+            else:
+                np.testing.assert_array_equal(stored, tiles[index])  # raw stores keep the pixels exactly
+    reader.close()
+
+
+def test_tile_reader_names_a_store_without_tiles(tmp_path):
+    from workflow_scripts.slides.tilestore import TileReader
+
+    write(tmp_path / "t.h5", smooth_tiles(1))
+    with h5py.File(tmp_path / "t.h5", "a") as f:  # malformed on purpose
+        del f["tiles"]
+    with pytest.raises(TileStoreError, match=r"t\.h5.*'tiles'"):
+        TileReader(tmp_path / "t.h5")
+    (tmp_path / "junk.h5").write_bytes(b"not hdf5")
+    with pytest.raises(TileStoreError, match="junk.h5"):
+        TileReader(tmp_path / "junk.h5")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import zlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,9 +22,9 @@ import pytest
 
 from test_tiledata import write_signal_stores
 from workflow_scripts.learning.checkpoint import latest_checkpoint, read_arrays
-from workflow_scripts.learning.devices import mixed_precision_policy
+from workflow_scripts.learning.devices import mixed_precision_policy, optimizer_for
 from workflow_scripts.learning.model import load_model
-from workflow_scripts.learning.run_outputs import HISTORY_COLUMNS, read_history, read_metrics_file
+from workflow_scripts.learning.run_outputs import DEVICE_KEYS, HISTORY_COLUMNS, read_history, read_metrics_file
 from workflow_scripts.learning.schedule import ScheduleState, tile_loss, update_schedule
 from workflow_scripts.learning.settings import RunSpec, TrainingOutputs, TrainingSettings
 from workflow_scripts.learning.slide_score import grouped_slide_scores, slide_auc
@@ -37,6 +38,7 @@ SETTINGS = TrainingSettings(
 )
 SEED = 3
 RUN = RunSpec(trait="MKI67", split=1, seed=SEED)
+LOG_LINES: list[str] = []  # the uninterrupted run's training log
 
 
 class SimulatedKill(RuntimeError):
@@ -50,6 +52,11 @@ def indexes(tmp_path_factory: pytest.TempPathFactory) -> tuple:
     return build_tile_index(stores[:6], LABELS[:6]), build_tile_index(stores[6:], LABELS[6:])
 
 
+def after_eval(outputs: TrainingOutputs, eval_step: int) -> Path:
+    """Where the uninterrupted run's hook kept (hard links of) the checkpoint folder as it stood after eval_step."""
+    return outputs.checkpoint.parent / "after_each_eval" / f"{eval_step}"
+
+
 def outputs_in(folder: Path) -> TrainingOutputs:
     """The standard output files of a training in `folder`."""
     return TrainingOutputs.beside(folder / "model.keras", folder / "history.tsv", folder / "metrics.json")
@@ -59,16 +66,22 @@ def outputs_in(folder: Path) -> TrainingOutputs:
 def uninterrupted(
     indexes: tuple, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[TrainingOutputs, dict, pd.DataFrame, Path]:
-    """One complete training with small patiences (lr decay and early stopping happen) and its checkpoint at eval 2."""
+    """One complete training with small patiences (lr decay and early stopping happen) and its checkpoint at eval 2.
+
+    The hook also keeps the checkpoint folder after every evaluation (`after_eval`); the log goes to LOG_LINES.
+    """
     folder = tmp_path_factory.mktemp("uninterrupted")
     outputs = outputs_in(folder)
     snapshot = folder / "killed_after_eval_2"
 
-    def snapshot_after_second_evaluation(eval_step: int) -> None:
+    def snapshot_after_each_evaluation(eval_step: int) -> None:
+        shutil.copytree(outputs.checkpoint, after_eval(outputs, eval_step), copy_function=os.link)
         if eval_step == 2:
             shutil.copytree(outputs.checkpoint, snapshot, copy_function=os.link)
 
-    metrics = train(*indexes, SETTINGS, RUN, outputs, after_evaluation=snapshot_after_second_evaluation)
+    metrics = train(
+        *indexes, SETTINGS, RUN, outputs, log=LOG_LINES.append, after_evaluation=snapshot_after_each_evaluation
+    )
     return outputs, metrics, read_history(outputs.history), snapshot
 
 
@@ -124,7 +137,7 @@ def test_saved_model_holds_the_best_weights(uninterrupted: tuple, indexes: tuple
     assert slide_auc(val_index.slide_labels, scores) == pytest.approx(metrics["best_val_slide_auc"], abs=1e-6)
     # the weights are those of the best evaluation (kept in the checkpoint's best.h5), not those of the last one
     assert metrics["best_eval_step"] < metrics["n_evals"]  # early stopping ran stop_patience evaluations past the best
-    final = latest_checkpoint(outputs.checkpoint)
+    final = latest_checkpoint(after_eval(outputs, metrics["n_evals"]))
     best, last = read_arrays(final / "best.h5", "model"), read_arrays(final / "state.h5", "model")
     saved = model.get_weights()
     assert len(saved) == len(best)
@@ -150,8 +163,7 @@ def test_resume_after_a_kill_gives_the_uninterrupted_result(
     for ours, theirs in zip(resumed.get_weights(), reference.get_weights()):
         np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-5)
     written = sorted(path.name for path in tmp_path.iterdir())
-    assert written == ["checkpoint", "history.tsv", "metrics.json", "model.keras"]
-    assert [path.name for path in outputs.checkpoint.iterdir()] == [f"eval_{metrics['n_evals']:06d}"]
+    assert written == ["history.tsv", "metrics.json", "model.keras"]  # the checkpoint folder is gone
 
 
 def test_resume_refuses_a_checkpoint_of_another_run(uninterrupted: tuple, indexes: tuple, tmp_path: Path) -> None:
@@ -160,10 +172,49 @@ def test_resume_refuses_a_checkpoint_of_another_run(uninterrupted: tuple, indexe
     outputs.checkpoint.parent.mkdir(exist_ok=True)
     (outputs.checkpoint / "eval_000001").mkdir(parents=True)
     (outputs.checkpoint / "eval_000001" / "state.json").write_text(
-        (latest_checkpoint(reference_outputs.checkpoint) / "state.json").read_text()
+        (latest_checkpoint(after_eval(reference_outputs, 1)) / "state.json").read_text()
     )
     with pytest.raises(ValueError, match="different run"):
         train(*indexes, SETTINGS, replace(RUN, seed=SEED + 1), outputs)
+
+
+def test_only_the_latest_state_and_the_best_weights_are_kept_and_removed_at_the_end(uninterrupted: tuple) -> None:
+    outputs, metrics, history, _ = uninterrupted
+    assert not outputs.checkpoint.exists()  # a finished training leaves no checkpoint behind
+    state, best_eval = ScheduleState(lr=SETTINGS.learning_rate), {}
+    for step, auc, loss in zip(history["eval_step"], history["val_slide_auc"], history["val_loss"]):
+        state, _ = update_schedule(state, auc, step, SETTINGS, loss)
+        best_eval[int(step)] = state.best_eval
+    for step in range(1, metrics["n_evals"] + 1):
+        folders = list(after_eval(outputs, step).iterdir())
+        assert [folder.name for folder in folders] == [f"eval_{step:06d}"]
+        assert sorted(path.name for path in folders[0].iterdir()) == ["best.h5", "state.h5", "state.json"]
+        best = folders[0] / "best.h5"
+        with pytest.raises(KeyError, match="optimizer"):
+            read_arrays(best, "optimizer")  # best.h5 holds the weights alone
+        if best_eval[step] < step:  # unchanged best weights: a hard link to the previous evaluation's file
+            previous = after_eval(outputs, step - 1) / f"eval_{step - 1:06d}" / "best.h5"
+            assert best.stat().st_ino == previous.stat().st_ino
+        else:
+            for ours, state_weights in zip(read_arrays(best, "model"), read_arrays(folders[0] / "state.h5", "model")):
+                np.testing.assert_array_equal(ours, state_weights)
+
+
+def test_each_evaluation_logs_throughput_and_time_left(uninterrupted: tuple) -> None:
+    _, metrics, history, _ = uninterrupted
+    progress = [line for line in LOG_LINES if "img/s" in line]
+    assert len(progress) == metrics["n_evals"]
+    state = ScheduleState(lr=SETTINGS.learning_rate)
+    for line, step, auc, loss in zip(progress, history["eval_step"], history["val_slide_auc"], history["val_loss"]):
+        state, _ = update_schedule(state, auc, step, SETTINGS, loss)
+        to_max = SETTINGS.max_evals - step
+        to_stop = min(to_max, SETTINGS.stop_patience - state.since_best)
+        assert line.startswith(f"eval {step}: train ") and "validation " in line
+        assert f"left to max_evals ({to_max} evals)" in line and f"early-stop horizon ({to_stop} evals)" in line
+    assert "(0 evals)" in progress[-1]  # the run stopped at its horizon
+    # on this CPU machine: no GPU-seconds and no device memory; validation scored n_evals x 32 tiles
+    assert metrics["gpu_seconds"] == 0 and metrics["peak_device_memory_mb"] is None
+    assert metrics["val_tiles_per_second"] > 0 and metrics["peak_host_rss_mb"] > 100  # TensorFlow alone is larger
 
 
 def test_schedule_decays_lr_and_stops_by_hand() -> None:
@@ -231,6 +282,54 @@ def test_mixed_precision_only_on_gpu() -> None:
     assert mixed_precision_policy(False, has_gpu=True) == "float32"
     with pytest.raises(ValueError, match="float8"):
         mixed_precision_policy("float8", has_gpu=True)
+
+
+@pytest.mark.parametrize(
+    ("capability", "expected"),
+    [((9, 0), "mixed_bfloat16"), ((8, 0), "mixed_bfloat16"), ((8, 6), "mixed_bfloat16"), ((7, 5), "mixed_float16"),
+     ((7, 0), "mixed_float16"), ((6, 1), "float32"), (None, "float32")],
+)
+def test_auto_precision_follows_the_compute_capability(capability: tuple | None, expected: str) -> None:
+    # H100 9.0 and A100 8.0 have bfloat16 tensor cores, V100 7.0 and T4 7.5 float16 only, P100-era 6.x neither
+    assert mixed_precision_policy("auto", has_gpu=True, capability=capability) == expected
+    assert mixed_precision_policy("auto", has_gpu=False, capability=capability) == "float32"
+
+
+def test_float16_training_gets_loss_scaling_and_bfloat16_does_not() -> None:
+    scaled = optimizer_for("mixed_float16", 0.01)
+    assert isinstance(scaled, keras.optimizers.LossScaleOptimizer)
+    assert isinstance(scaled.inner_optimizer, keras.optimizers.Adam)
+    assert float(keras.ops.convert_to_numpy(scaled.learning_rate)) == pytest.approx(0.01)
+    for policy in ("mixed_bfloat16", "float32"):
+        assert type(optimizer_for(policy, 0.01)) is keras.optimizers.Adam
+
+
+def test_each_trait_and_split_gets_its_own_seed() -> None:
+    seeds = {(trait, split): RunSpec(trait, split, SEED).run_seed for trait in ("MKI67", "ESR1") for split in (0, 1)}
+    assert len(set(seeds.values())) == 4  # seed + split gave both traits of a split the same initial weights
+    # the SeedSequence of (seed, "train", crc32(trait), crc32("split_<k>")), as stable_seed defines it
+    entropy = [SEED, zlib.crc32(b"train"), zlib.crc32(b"MKI67"), zlib.crc32(b"split_1")]
+    assert RUN.run_seed == int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint32)[0])
+    assert RunSpec("MKI67", 1, SEED).run_seed == RUN.run_seed  # a pure function of the three
+
+
+def test_metrics_record_device_backend_and_versions(uninterrupted: tuple) -> None:
+    outputs, metrics, _, _ = uninterrupted
+    assert read_metrics_file(outputs.metrics, required=DEVICE_KEYS) == metrics
+    assert (metrics["backend"], metrics["device"], metrics["n_devices"]) == ("tensorflow", "cpu", 1)
+    assert metrics["device_names"] == ["cpu"] and metrics["compute_capability"] is None
+    assert metrics["dtype_policy"] == "float32" and metrics["deterministic"] is True
+    import tensorflow as tf
+
+    assert metrics["versions"] == {"keras": keras.__version__, "numpy": np.__version__, "tensorflow": tf.__version__}
+    assert any(line.startswith("devices: cpu x1 ['cpu']") and "backend tensorflow" in line for line in LOG_LINES)
+
+
+def test_read_metrics_file_names_missing_device_keys(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.json"
+    path.write_text('{"trait": "T"}')
+    with pytest.raises(ValueError, match=r"metrics.json: metrics file lacks \['backend'"):
+        read_metrics_file(path, required=DEVICE_KEYS)
 
 
 def test_split_without_validation_slides_keeps_the_last_weights(indexes: tuple, tmp_path: Path) -> None:

@@ -164,7 +164,7 @@ def test_tcga_brca_dry_run_plans_the_full_dag(discovered_brca) -> None:
     assert scheduled_rules(process.stdout) == {
         "gdc_download": n_slides,
         "tile_slide": n_slides,
-        "fetch_input": 3,
+        "fetch_input": 5,
         "qc_summary": 1,
         "clinical": 1,
         "labels_trait": BRCA_TRAITS,
@@ -188,6 +188,8 @@ def test_tcga_brca_dry_run_plans_the_full_dag(discovered_brca) -> None:
         "resources/tcga_brca/expression/EBPlusPlusAdjustPANCAN_IlluminaHiSeq_RNASeqV2.geneExp.tsv",
         "resources/tcga_brca/expression/pancanMiRs_EBadjOnProtocolPlatformWithoutRepsWithUnCorrectMiRs_08_04_16.csv",
         "resources/tcga_brca/clinical/TCGA-CDR-SupplementalTableS1.xlsx",
+        "resources/tcga_brca/clinical/brca_tcga_pan_can_atlas_2018.data_clinical_patient.txt",
+        "resources/tcga_brca/clinical/brca_tcga.data_clinical_patient.txt",
     }
 
 
@@ -345,3 +347,60 @@ def test_gdc_project_reruns_discovery(discovered_brca) -> None:
     config = with_overrides(workdir, "gdc_project", {"slides": {"gdc": {"project": "TCGA-LUAD"}}})
     process = snakemake(workdir, "-n", "--cores", "1", "--until", "slide_table", "--configfile", str(config))
     assert scheduled_rules(process.stdout) == {"gdc_manifest": 1, "slide_table": 1}
+
+
+def cdr_workbook(path: Path) -> bytes:
+    """A small TCGA-CDR table as the published xlsx, OS.time in days; it has neither PAM50 nor ER status."""
+    import pandas as pd
+
+    pd.DataFrame({
+        "bcr_patient_barcode": ["TCGA-AA-0001", "TCGA-AA-0002", "TCGA-AA-0003"],
+        "OS": [1, 0, 0], "OS.time": [365.25, 730.5, 60.875], "Redaction": ["", "", ""],
+    }).to_excel(path, index=False)
+    return path.read_bytes()
+
+
+def test_tcga_brca_covariates_fetched_by_url_reach_clinical_tsv(tmp_path: Path) -> None:
+    """The shipped TCGA-BRCA clinical section run for real: the CDR by GDC id (with the token), its two
+    cBioPortal covariate members from .tar.gz archives by URL (without it), merged into clinical.tsv."""
+    from gdc_server import tar_archive
+
+    brca = yaml.safe_load((Path(__file__).parents[1] / "config" / "tcga_brca.yaml").read_text())
+    cdr_id = brca["clinical"]["path"]["gdc_file_id"]
+    archives = {
+        "brca_tcga_pan_can_atlas_2018": "#Patient\tSubtype\n#a\tb\n#STRING\tSTRING\n#1\t1\nPATIENT_ID\tSUBTYPE\n"
+        "TCGA-AA-0001\tBRCA_LumA\nTCGA-AA-0002\tBRCA_Basal\nTCGA-AA-0003\t\n",
+        "brca_tcga": "#P\tER\tPR\tHER2\n#a\tb\tc\td\n#STRING\tSTRING\tSTRING\tSTRING\n#1\t1\t1\t1\n"
+        "PATIENT_ID\tER_STATUS_BY_IHC\tPR_STATUS_BY_IHC\tIHC_HER2\n"
+        "TCGA-AA-0001\tPositive\tPositive\tNegative\nTCGA-AA-0002\tNegative\tNegative\tEquivocal\n",
+    }
+    token = tmp_path / "token.txt"
+    token.write_text("secret-token\n")
+    with GdcServer([ServedFile(cdr_id, "TCGA-CDR-SupplementalTableS1.xlsx", cdr_workbook(tmp_path / "cdr.xlsx"),
+                               data_type="Clinical Supplement")], token="secret-token") as server:
+        covariates = []
+        for entry in brca["clinical"]["covariates"]:
+            study = entry["source"]["member"].split("/")[0]
+            archive = tar_archive({f"{study}/meta_study.txt": b"x\n",
+                                   entry["source"]["member"]: archives[study].encode()})
+            url = server.add_url(f"/{study}.tar.gz", ServedFile(study, f"{study}.tar.gz", archive))
+            covariates.append({**entry, "source": {**entry["source"], "url": url}})
+        workdir = make_workdir(tmp_path / "run", {
+            "slides": {"gdc": {"api": server.url, "retries": 1, "token_file": str(token)}},
+            "clinical": {"covariates": covariates},
+        }, base="tcga_brca.yaml")
+        snakemake(workdir, "--cores", "1", "--until", "clinical")
+        url_requests = [r for r in server.requests if r.path.endswith(".tar.gz")]
+        data_requests = server.data_requests(cdr_id)
+    assert len(url_requests) == 2 and all("X-Auth-Token" not in r.headers for r in url_requests)
+    assert len(data_requests) == 1 and data_requests[0].headers.get("X-Auth-Token") == "secret-token"
+    header, rows = read_tsv(workdir / "results/tcga_brca/survival/clinical.tsv")
+    assert [(r["patient_id"], r["subtype"], r["er_status"], r["pr_status"], r["her2_status"]) for r in rows] == [
+        ("TCGA-AA-0001", "BRCA_LumA", "positive", "positive", "negative"),
+        ("TCGA-AA-0002", "BRCA_Basal", "negative", "negative", ""),
+        ("TCGA-AA-0003", "", "", "", ""),
+    ]
+    assert [r["os_months"] for r in rows] == ["12", "24", "2"]
+    clinical = workdir / "resources/tcga_brca/clinical"
+    assert sorted(p.name for p in clinical.iterdir()) == sorted(
+        ["archives", "TCGA-CDR-SupplementalTableS1.xlsx"] + [e["source"]["file_name"] for e in covariates])

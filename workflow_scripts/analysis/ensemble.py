@@ -3,9 +3,21 @@
 Tiles are always matched by their level-0 (x, y) coordinates, never by their position in a file, because
 different writers (prediction jobs, tile stores) may store the same tiles in different orders.
 
+Member choice (`choose_members`), per trait: the split models are ranked by RANKING_CRITERIA in order:
+1. ``val_slide_auc``: the best validation slide AUC (metrics.json ``best_val_slide_auc``), higher first; an
+   undefined (NaN) AUC ranks after every defined one;
+2. ``val_loss``: the validation loss at that same (best) evaluation (history.tsv ``val_loss`` of the row whose
+   ``eval_step`` is metrics.json ``best_eval_step``), lower first; NaN after every defined loss;
+3. ``split``: the split number, lower first (always decides, split numbers are unique).
+Two values tie when they are equal or both NaN (no rounding: an AUC tie is exact on one validation set).
+
 Contract of evaluation/ensemble_members.tsv (written by `write_members`, read by `read_members`): columns
-MEMBER_COLUMNS, one row per trait and split model: `best_val_slide_auc` (NaN when undefined), `rank` (1 = best;
-ties broken by split number) and `chosen` (True for the top_k members of the vote).
+MEMBER_COLUMNS, one row per trait and split model, best first: ``best_val_slide_auc`` and ``val_loss_at_best``
+(NaN when undefined), ``rank`` (1 = best), ``decided_by`` and ``chosen`` (True for the top_k members of the
+vote).  ``decided_by`` names the first criterion on which the model differs from the next-ranked model of its
+trait, i.e. what put it ahead of rank + 1 (the last-ranked model: from the one ranked just above it, i.e. what
+put it behind); ``only_model`` when the trait has a single split model.  So the ``decided_by`` of rank top_k
+says why the last member beat the first model left out.
 """
 
 from __future__ import annotations
@@ -20,23 +32,48 @@ import pandas as pd
 
 from workflow_scripts.common.tables import read_text_table, write_tsv
 from workflow_scripts.learning.predictions import SlidePredictions
-from workflow_scripts.learning.run_outputs import read_metrics_file
+from workflow_scripts.learning.run_outputs import read_history, read_metrics_file
 from workflow_scripts.learning.slide_score import binarise, positive_fraction
 
-MEMBER_COLUMNS = ["trait", "split", "best_val_slide_auc", "rank", "chosen"]
+MEMBER_COLUMNS = ["trait", "split", "best_val_slide_auc", "val_loss_at_best", "rank", "decided_by", "chosen"]
+RANKING_CRITERIA = (("val_slide_auc", "best_val_slide_auc"), ("val_loss", "val_loss_at_best"), ("split", "split"))
+DECIDED_BY = tuple(name for name, _ in RANKING_CRITERIA) + ("only_model",)
+METRIC_COLUMNS = ["trait", "split", "best_val_slide_auc", "val_loss_at_best"]
 
 
-def read_metrics(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
-    """Collect trait, split and best validation slide AUC from models/{trait}/split_{k}/metrics.json files."""
+def read_metrics(
+    paths: Iterable[str | os.PathLike], history_paths: Iterable[str | os.PathLike]
+) -> pd.DataFrame:
+    """Trait, split, best validation slide AUC and the validation loss at that evaluation of every split model.
+
+    Each models/{trait}/split_{k}/metrics.json is paired with the history.tsv of the same folder.
+    """
+    histories = {Path(path).parent: Path(path) for path in history_paths}
     rows = []
     for path in paths:
         path = Path(path)
+        if path.parent not in histories:
+            raise ValueError(f"{path}: no history.tsv of the same run among the inputs (needed for val_loss_at_best)")
         metrics = read_metrics_file(path)
         split = metrics.get("split", _split_from_path(path))
         trait = metrics.get("trait", path.parent.parent.name)
         auc = metrics.get("best_val_slide_auc")
-        rows.append({"trait": str(trait), "split": int(split), "best_val_slide_auc": _float_or_nan(auc)})
-    return pd.DataFrame(rows, columns=["trait", "split", "best_val_slide_auc"])
+        loss = val_loss_at_best(read_history(histories[path.parent]), metrics, path, histories[path.parent])
+        rows.append({"trait": str(trait), "split": int(split), "best_val_slide_auc": _float_or_nan(auc),
+                     "val_loss_at_best": loss})
+    return pd.DataFrame(rows, columns=METRIC_COLUMNS)
+
+
+def val_loss_at_best(history: pd.DataFrame, metrics: dict, metrics_path: Path, history_path: Path) -> float:
+    """history.tsv val_loss at metrics.json best_eval_step (the kept weights), NaN when undefined there."""
+    step = metrics.get("best_eval_step")
+    if isinstance(step, bool) or not isinstance(step, int):
+        raise ValueError(f"{metrics_path}: best_eval_step must be an integer, got {step!r}")
+    rows = history.loc[history["eval_step"] == step, "val_loss"]
+    if len(rows) != 1:
+        raise ValueError(f"{history_path}: expected one row with eval_step {step} (best_eval_step of "
+                         f"{metrics_path}), found {len(rows)}")
+    return _float_or_nan(rows.iloc[0])
 
 
 def _split_from_path(path: Path) -> int:
@@ -48,7 +85,7 @@ def _split_from_path(path: Path) -> int:
 
 
 def _float_or_nan(value: object) -> float:
-    """AUCs may be missing or null when validation had one class; treat those as NaN."""
+    """AUCs and losses may be missing or null when undefined (one class, no validation); treat those as NaN."""
     try:
         number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
@@ -57,20 +94,42 @@ def _float_or_nan(value: object) -> float:
 
 
 def choose_members(metrics: pd.DataFrame, top_k: int) -> pd.DataFrame:
-    """Rank split models per trait by validation AUC (ties: lower split first; undefined AUC last); mark top k."""
+    """Rank split models per trait by RANKING_CRITERIA (see the module docstring) and mark the top k as chosen.
+
+    A frame without a ``val_loss_at_best`` column ranks as if every loss were undefined.
+    """
     if top_k < 1:
         raise ValueError(f"ensemble top_k must be >= 1, got {top_k}")
+    if "val_loss_at_best" not in metrics.columns:
+        metrics = metrics.assign(val_loss_at_best=float("nan"))
     ranked = []
-    for trait, group in metrics.groupby("trait", sort=True):
-        order = group.assign(_undefined=group["best_val_slide_auc"].isna(), _auc=group["best_val_slide_auc"].fillna(0))
-        order = order.sort_values(["_undefined", "_auc", "split"], ascending=[True, False, True], kind="mergesort")
-        order = order.drop(columns=["_undefined", "_auc"]).reset_index(drop=True)
+    for _, group in metrics.groupby("trait", sort=True):
+        auc, loss = group["best_val_slide_auc"].astype(float), group["val_loss_at_best"].astype(float)
+        order = group.assign(_auc_nan=auc.isna(), _auc=-auc.fillna(0), _loss_nan=loss.isna(), _loss=loss.fillna(0))
+        order = order.sort_values(["_auc_nan", "_auc", "_loss_nan", "_loss", "split"], kind="mergesort")
+        order = order[METRIC_COLUMNS].reset_index(drop=True)
         order["rank"] = np.arange(1, len(order) + 1)
+        order["decided_by"] = decided_by(order)
         order["chosen"] = order["rank"] <= top_k
         ranked.append(order)
     if not ranked:
         return pd.DataFrame(columns=MEMBER_COLUMNS)
     return pd.concat(ranked, ignore_index=True)[MEMBER_COLUMNS]
+
+
+def decided_by(ranked: pd.DataFrame) -> list[str]:
+    """Per row of one trait's ranked models: the first criterion separating it from the next (the last: previous)."""
+    if len(ranked) == 1:
+        return ["only_model"]
+    records = ranked.to_dict("records")
+    pairs = [(records[index], records[index + 1]) for index in range(len(records) - 1)]
+    pairs.append((records[-1], records[-2]))
+    return [next(name for name, column in RANKING_CRITERIA if not _same(a[column], b[column])) for a, b in pairs]
+
+
+def _same(a: float, b: float) -> bool:
+    """Two criterion values tie when equal or both undefined (NaN)."""
+    return bool(a == b or (pd.isna(a) and pd.isna(b)))
 
 
 def write_members(members: pd.DataFrame, path: str | os.PathLike) -> None:
@@ -87,7 +146,11 @@ def read_members(path: str | os.PathLike) -> pd.DataFrame:
     members["chosen"] = members["chosen"] == "True"
     members["split"] = members["split"].astype(int)
     members["rank"] = members["rank"].astype(int)
-    members["best_val_slide_auc"] = pd.to_numeric(members["best_val_slide_auc"], errors="coerce")
+    bad = sorted(set(members["decided_by"]) - set(DECIDED_BY))
+    if bad:
+        raise ValueError(f"{path}: column decided_by has value(s) {bad}; expected one of {list(DECIDED_BY)}")
+    for column in ("best_val_slide_auc", "val_loss_at_best"):
+        members[column] = pd.to_numeric(members[column], errors="coerce")
     return members[MEMBER_COLUMNS]
 
 

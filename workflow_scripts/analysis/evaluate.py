@@ -8,7 +8,9 @@ Evaluation sets per trait:
 - ``test``: held-out test patients (splits.tsv ``test`` True) whose label is 0 or 1; reference = ``label``.
 - ``ood_near``: patients whose set is ``ood_near``; reference = ``median_label``.
 - ``ood_all``: patients whose set is ``ood_near`` or ``ood_far``; reference = ``median_label``.
-- ``all`` (Spearman only): every predicted slide whose patient has an expression percentile.
+- ``in_sample`` (Spearman only): every predicted slide whose patient has an expression percentile, the slides
+  the split models were trained and validated on included.  It is not a held-out estimate, so it stays out of the
+  Benjamini-Hochberg family (HELD_OUT_SETS) of the Spearman table and its q-value is NaN.
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ from workflow_scripts.learning.splits import held_out_patients, read_splits
 from workflow_scripts.slides.qc_table import read_passed_slides
 
 EVALUATION_SETS = ("test", "ood_near", "ood_all")
-SPEARMAN_SETS = ("test", "ood_near", "ood_all", "all")
+IN_SAMPLE = "in_sample"
+SPEARMAN_SETS = (*EVALUATION_SETS, IN_SAMPLE)
+HELD_OUT_SETS = EVALUATION_SETS  # the Benjamini-Hochberg family of the Spearman table
 SLIDE_SCORE_COLUMNS = ["slide_id", "patient_id", "trait", "model", "set", "label", "score", "mean_tile_score"]
 
 
@@ -83,7 +87,7 @@ def collect_slide_scores(
 
 
 def assign_sets(scores: pd.DataFrame, labels: pd.DataFrame, held_out: set[str]) -> pd.DataFrame:
-    """Long-form slide scores with one row per slide, trait, model and set (plus set `all` for Spearman)."""
+    """Long-form slide scores with one row per slide, trait, model and set (plus set `in_sample` for Spearman)."""
     parts = []
     for trait, trait_scores in scores.groupby("trait", sort=True):
         trait_labels = labels[labels["trait"] == trait]
@@ -91,7 +95,7 @@ def assign_sets(scores: pd.DataFrame, labels: pd.DataFrame, held_out: set[str]) 
         parts.append(trait_scores.merge(sets, on="patient_id", how="inner"))
         everyone = trait_labels[["patient_id", "label"]].assign(label=pd.to_numeric(trait_labels["label"], "coerce"))
         everyone = everyone[pd.to_numeric(trait_labels["percentile"], errors="coerce").notna()]
-        parts.append(trait_scores.merge(everyone.assign(set="all"), on="patient_id", how="inner"))
+        parts.append(trait_scores.merge(everyone.assign(set=IN_SAMPLE), on="patient_id", how="inner"))
     frame = pd.concat(parts, ignore_index=True)
     frame["label"] = frame["label"].astype("Int64")
     order = {name: index for index, name in enumerate(SPEARMAN_SETS)}
@@ -172,7 +176,10 @@ def benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
 
 
 def spearman_table(slide_table: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
-    """Spearman correlation of ensemble slide scores with expression percentiles per trait and set, BH-adjusted."""
+    """Spearman correlation of ensemble slide scores with expression percentiles per trait and set.
+
+    q-values: Benjamini-Hochberg over the held-out rows (HELD_OUT_SETS) of every trait; in-sample rows get NaN.
+    """
     percentiles = labels[["patient_id", "trait", "percentile"]].assign(
         percentile=pd.to_numeric(labels["percentile"], errors="coerce")
     )
@@ -192,7 +199,10 @@ def spearman_table(slide_table: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFr
                 rho, p_value = float(result.statistic), float(result.pvalue)
             rows.append({"trait": trait, "set": set_name, "n": len(data), "rho": rho, "p_value": p_value, "note": note})
     frame = pd.DataFrame(rows, columns=["trait", "set", "n", "rho", "p_value", "note"])
-    frame.insert(5, "q_value", benjamini_hochberg(frame["p_value"].to_numpy(float)))
+    family = frame["set"].isin(HELD_OUT_SETS).to_numpy()
+    q_values = np.full(len(frame), np.nan)
+    q_values[family] = benjamini_hochberg(frame.loc[family, "p_value"].to_numpy(float))
+    frame.insert(5, "q_value", q_values)
     return frame
 
 
@@ -232,10 +242,11 @@ def plot_figure2(
 
 @dataclass(frozen=True)
 class EvaluationInputs:
-    """What the evaluation job reads: one prediction folder per trait (named by it), metrics, labels, splits, QC."""
+    """What the evaluation job reads: prediction folders (named by trait), metrics and histories, labels, splits, QC."""
 
     predictions: Sequence[str | os.PathLike]
     metrics: Sequence[str | os.PathLike]
+    histories: Sequence[str | os.PathLike]
     labels: str | os.PathLike | Sequence[str | os.PathLike]
     splits: str | os.PathLike
     qc: str | os.PathLike
@@ -274,8 +285,8 @@ def write_evaluation(
     """Choose the ensemble members, score the slides and write Table 1, Spearman and Figure 2; returns Table 1."""
     log = log or logging.getLogger(__name__)
     folders = prediction_folders(inputs.predictions, traits)
-    members = choose_members(read_metrics(inputs.metrics), int(ensemble["top_k"]))
-    log.info("ensemble members:\n%s", members[members["chosen"]].to_string(index=False))
+    members = choose_members(read_metrics(inputs.metrics, inputs.histories), int(ensemble["top_k"]))
+    log.info("ensemble members (ranks and what decided them):\n%s", members.to_string(index=False))
     labels = read_labels(inputs.labels)
     held_out = held_out_patients(read_splits(inputs.splits))
     scores = collect_slide_scores(folders, members, float(ensemble["threshold"]), read_passed_slides(inputs.qc))

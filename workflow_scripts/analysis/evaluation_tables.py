@@ -5,9 +5,12 @@ Contract (all in the one TSV form of common.tables, under results/{cohort}/evalu
   (the split models on the test slides), ``test_auc_ensemble``, ``n_ood_near``, ``ood_near_auc_ensemble``,
   ``n_ood_all``, ``ood_all_auc_ensemble``, ``{set}_auc_ensemble_ci_low``/``high`` and ``n_{set}_patients`` for
   set in test, ood_near, ood_all; an AUC is NaN when its set holds one class.
-- ``slide_scores.tsv``: one row per slide, trait, model (``split_<k>`` or ``ensemble``) and evaluation set:
-  SLIDE_SCORE_COLUMNS, ``score`` = fraction of positive tiles (learning.slide_score), ``label`` = reference label.
-- ``spearman.tsv``: ``trait``, ``set``, ``n``, ``rho``, ``p_value``, ``q_value`` (Benjamini-Hochberg), ``note``.
+- ``slide_scores.tsv``: one row per slide, trait, model (``split_<k>`` or ``ensemble``) and set (the evaluation
+  sets, plus ``in_sample`` for Spearman): SLIDE_SCORE_COLUMNS, ``score`` = fraction of positive tiles
+  (learning.slide_score), ``label`` = reference label.
+- ``spearman.tsv``: one row per trait and set in SPEARMAN_SETS: ``trait``, ``set``, ``n``, ``rho``, ``p_value``,
+  ``q_value``, ``note``.  ``q_value`` is Benjamini-Hochberg over the held-out rows (sets test, ood_near,
+  ood_all of every trait) only; ``in_sample`` rows (training and validation slides included) have NaN.
 """
 
 from __future__ import annotations

@@ -22,9 +22,15 @@ everywhere.  Significance: the null model keeps the positions of the positive ti
 shuffles their combinations uniformly across those positions (seeded).  ``p_value`` is the left-tailed Monte-Carlo
 p-value (1 + #{null HTA <= observed HTA}) / (1 + n_permutations); ``p_value_clt`` is the paper's normal
 approximation: z = (HTA - sum_k mean_k) / sqrt(sum_k var_k) over the permutation means and variances of the
-weighted regional terms w_k * HTI_k, p = Phi(z).  The reference package (pypi ``hta``) takes the logarithm in base
-"number of combinations observed in the whole sample" instead of 2**K - 1; that only rescales HTA by a constant
-per slide and leaves both p-values unchanged.
+weighted regional terms w_k * HTI_k, p = Phi(z).
+
+Log base (``heterogeneity.hta_log_base``, LOG_BASES): ``combinations`` (default) is the 2020 paper's text, base
+C = 2**K - 1 for HTI and for every regional HTI of HTA.  ``observed`` is what the reference package (PyPI ``hta``
+0.1.0, ``HTA._HTI``) does: base = the number of non-empty combinations observed on the slide (its positive tiles
+after background and mask), for HTI and HTA alike; with one observed combination every entropy is 0, so HTI and
+HTA are 0.  On one slide the two differ by the constant factor log(C) / log(observed) (ln 3 / ln 2 for two
+traits with one combination missing), so both p-values (permutations keep the slide's combinations) are unchanged
+up to floating-point ties.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import numpy as np
 from scipy.stats import norm
 
 BACKGROUND = 255
+LOG_BASES = ("combinations", "observed")
 
 
 def n_combinations(n_traits: int) -> int:
@@ -88,14 +95,26 @@ def combination_ids(positive: np.ndarray) -> np.ndarray:
     return positive.astype(np.int64) @ weights
 
 
-def _entropy_base_c(counts: np.ndarray, n_comb: int) -> np.ndarray:
-    """Entropy in base C of count vectors along the last axis; NaN where a vector sums to zero."""
+def entropy_base(n_traits: int, observed_ids: np.ndarray, log_base: str) -> int:
+    """The log base of HTI and HTA: C = 2**K - 1 (the paper), or the slide's observed combinations (`hta` package)."""
+    if log_base == "combinations":
+        return n_combinations(n_traits)
+    if log_base == "observed":
+        return int(np.unique(observed_ids[observed_ids > 0]).size)
+    raise ValueError(f"heterogeneity.hta_log_base must be one of {list(LOG_BASES)}, got {log_base!r}")
+
+
+def _entropy(counts: np.ndarray, base: int) -> np.ndarray:
+    """Entropy in the given base of count vectors along the last axis; NaN where a vector sums to zero.
+
+    Base 1 (one observed combination) can only meet vectors with a single non-zero count: their entropy is 0.
+    """
     counts = np.asarray(counts, dtype=np.float64)
     totals = counts.sum(axis=-1, keepdims=True)
     with np.errstate(divide="ignore", invalid="ignore"):
         p = counts / totals
         terms = np.where(p > 0, -p * np.log(np.where(p > 0, p, 1.0)), 0.0)
-    entropy = terms.sum(axis=-1) / math.log(n_comb)
+    entropy = terms.sum(axis=-1) / (math.log(base) if base > 1 else 1.0)
     entropy = np.where(totals[..., 0] > 0, entropy, np.nan)
     return np.clip(entropy, 0.0, 1.0, where=~np.isnan(entropy), out=entropy)
 
@@ -115,10 +134,11 @@ def combination_proportions(values: np.ndarray, mask: np.ndarray | None = None) 
     return counts / total if total > 0 else np.full(counts.shape, np.nan)
 
 
-def hti(positive: np.ndarray, mask: np.ndarray | None = None) -> float:
+def hti(positive: np.ndarray, mask: np.ndarray | None = None, log_base: str = "combinations") -> float:
     """Heterogeneity index of the paper: normalised entropy of positive tiles' trait combinations (NaN if none)."""
     counts = combination_counts(positive, mask)
-    return float(_entropy_base_c(counts, len(counts)))
+    n_traits = np.asarray(positive).shape[-1]
+    return float(_entropy(counts, entropy_base(n_traits, np.flatnonzero(counts) + 1, log_base)))
 
 
 def _region_index(shape: tuple[int, int], region_size: int) -> tuple[np.ndarray, int]:
@@ -132,11 +152,13 @@ def _region_index(shape: tuple[int, int], region_size: int) -> tuple[np.ndarray,
     return rows * region_cols + cols, (-(-n_rows // region_size)) * region_cols
 
 
-def _weighted_region_hti(region_of_tile: np.ndarray, ids: np.ndarray, n_regions: int, n_comb: int) -> np.ndarray:
+def _weighted_region_hti(
+    region_of_tile: np.ndarray, ids: np.ndarray, n_regions: int, n_comb: int, base: int
+) -> np.ndarray:
     """w_k * HTI_k per region (0 for regions without positive tiles) for one assignment of combinations."""
     counts = np.bincount(region_of_tile * n_comb + ids - 1, minlength=n_regions * n_comb).reshape(n_regions, n_comb)
     per_region = counts.sum(axis=1)
-    region_hti = np.nan_to_num(_entropy_base_c(counts, n_comb), nan=0.0)
+    region_hti = np.nan_to_num(_entropy(counts, base), nan=0.0)
     return region_hti * per_region / per_region.sum()
 
 
@@ -152,8 +174,8 @@ class HTAResult:
     n_positive: int
 
 
-def _positive_layout(values: np.ndarray, mask: np.ndarray | None, region_size: int):
-    """Region number and combination id of every positive tile of a 2-D map (H, W, K)."""
+def _positive_layout(values: np.ndarray, mask: np.ndarray | None, region_size: int, log_base: str):
+    """Region number and combination id of every positive tile of a 2-D map (H, W, K), regions, C and log base."""
     positive, tiles = positive_and_mask(values, mask)
     if positive.ndim != 3:
         raise ValueError(f"HTA needs a 2-D map (H, W, K), got shape {positive.shape}")
@@ -161,15 +183,18 @@ def _positive_layout(values: np.ndarray, mask: np.ndarray | None, region_size: i
     ids = np.where(tiles, combination_ids(positive), 0)
     regions, n_regions = _region_index(ids.shape, region_size)
     selected = ids > 0
-    return regions[selected], ids[selected], n_regions, n_comb
+    base = entropy_base(positive.shape[-1], ids[selected], log_base)
+    return regions[selected], ids[selected], n_regions, n_comb, base
 
 
-def hta(values: np.ndarray, region_size: int, mask: np.ndarray | None = None) -> float:
+def hta(
+    values: np.ndarray, region_size: int, mask: np.ndarray | None = None, log_base: str = "combinations"
+) -> float:
     """HTA: positive-tile-weighted mean of regional HTIs; low when heterogeneity is spatially segregated."""
-    region_of_tile, ids, n_regions, n_comb = _positive_layout(values, mask, region_size)
+    region_of_tile, ids, n_regions, n_comb, base = _positive_layout(values, mask, region_size, log_base)
     if ids.size == 0:
         return float("nan")
-    return float(_weighted_region_hti(region_of_tile, ids, n_regions, n_comb).sum())
+    return float(_weighted_region_hti(region_of_tile, ids, n_regions, n_comb, base).sum())
 
 
 def hta_test(
@@ -178,19 +203,20 @@ def hta_test(
     permutations: int = 1000,
     seed: int | list[int] = 0,
     mask: np.ndarray | None = None,
+    log_base: str = "combinations",
 ) -> HTAResult:
     """HTA with left-tailed permutation p-values (shuffling combinations over positive positions), seeded."""
     if permutations < 1:
         raise ValueError(f"HTA needs at least one permutation, got {permutations}")
-    region_of_tile, ids, n_regions, n_comb = _positive_layout(values, mask, region_size)
+    region_of_tile, ids, n_regions, n_comb, base = _positive_layout(values, mask, region_size, log_base)
     if ids.size == 0:
         return HTAResult(float("nan"), float("nan"), float("nan"), float("nan"), 0, 0)
-    observed_terms = _weighted_region_hti(region_of_tile, ids, n_regions, n_comb)
+    observed_terms = _weighted_region_hti(region_of_tile, ids, n_regions, n_comb, base)
     observed = float(observed_terms.sum())
     rng = np.random.default_rng(seed)
     null_terms = np.empty((permutations, n_regions))
     for index in range(permutations):
-        null_terms[index] = _weighted_region_hti(region_of_tile, rng.permutation(ids), n_regions, n_comb)
+        null_terms[index] = _weighted_region_hti(region_of_tile, rng.permutation(ids), n_regions, n_comb, base)
     null_hta = null_terms.sum(axis=1)
     tolerance = 1e-12
     p_value = (1 + np.count_nonzero(null_hta <= observed + tolerance)) / (1 + permutations)

@@ -24,11 +24,12 @@ GALLERY_SIZE = 24
 
 @dataclass(frozen=True)
 class HtaSettings:
-    """How HTA is tested: region side in tiles, number of permutations and the run's base seed."""
+    """How HTI and HTA are computed: region side in tiles, permutations, the run's base seed and the log base."""
 
     region: int
     permutations: int
     seed: int
+    log_base: str = "combinations"  # heterogeneity.hta_log_base: combinations (the paper) or observed (`hta`)
 
 
 @dataclass(frozen=True)
@@ -49,10 +50,11 @@ def slide_row(slide_id: str, patient_id: str, tensor: np.ndarray, traits: list[s
     """One hti.tsv row: HTI, HTA with its p-values (slide-seeded permutations) and each combination's share."""
     counts = combination_counts(tensor)
     total = counts.sum()
-    spatial = hta_test(tensor, settings.region, settings.permutations, stable_seed(settings.seed, slide_id))
+    seed = stable_seed(settings.seed, slide_id)
+    spatial = hta_test(tensor, settings.region, settings.permutations, seed, log_base=settings.log_base)
     row = {"slide_id": slide_id, "patient_id": patient_id, "traits": "+".join(traits),
-           "n_positive_tiles": int(total), "hti": hti(tensor), "hta": spatial.hta, "hta_p": spatial.p_value,
-           "hta_p_clt": spatial.p_value_clt}
+           "n_positive_tiles": int(total), "hti": hti(tensor, log_base=settings.log_base), "hta": spatial.hta,
+           "hta_p": spatial.p_value, "hta_p_clt": spatial.p_value_clt}
     row |= {f"p_{name}": (count / total if total else np.nan) for name, count in zip(combination_names(traits), counts)}
     return row
 

@@ -1,42 +1,89 @@
-"""Survival analysis of the heterogeneity index: Kaplan-Meier, log-rank and Cox models (paper Figures 5 and 6).
+"""Survival analysis of the heterogeneity index: the cohort, its censoring and the log-rank tests (Figure 5a).
 
-Cohort: one slide per patient (DX1, else the lowest DX number, else the first slide id), patients that no chosen
-model was trained on: held-out test patients plus patients that are OOD (set ood_near or ood_far) for every chosen
-trait, with overall survival in the clinical table.  Groups by HTI: low = HTI <= low_max, high = HTI > high_min.
-Degenerate comparisons (an empty group, no event, a failed fit) are written as NaN with a `note`, never raised.
+Cohort ("hti_survival"): one slide per patient (DX1, else the lowest DX number, else the first slide id), patients
+that no chosen model was trained on: held-out test patients plus patients that are OOD (set ood_near or ood_far)
+for every chosen trait, with overall survival in the clinical table and a defined HTI (a slide without positive
+tiles has none). Switches (SurvivalSettings): drop_zero_hti leaves out HTI = 0 patients (the authors' code);
+max_months censors administratively at the cap, time = min(t, cap) and event = 0 where t > cap (the authors'
+code used 120). Groups by HTI: low = HTI <= low_max, high = HTI > high_min; every configured threshold pair is a
+secondary analysis (no multiple-testing correction), the continuous-HTI Cox model (analysis.cox) the primary one.
+Figure 5a: on the same patients, low vs high bulk expression of each chosen trait by its reference label
+(median_label: value above the median of the trait's labelled cohort). Degenerate comparisons (an empty group,
+no event) are written as NaN with a `note`, never raised.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import re
-import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from workflow_scripts.inputs.barcodes import parse_barcode
 
+COHORT_NAME = "hti_survival"
+CHOOSE_BY = ("test_auc", "validation_auc")
 LOGRANK_COLUMNS = [
-    "comparison", "traits", "low_max", "high_min", "n_low", "n_high", "events_low", "events_high",
-    "test_statistic", "p_value", "note",
+    "comparison", "role", "cohort", "traits", "low_max", "high_min", "expression_median", "n_low", "n_high",
+    "events_low", "events_high", "test_statistic", "p_value", "note",
 ]
-COX_COLUMNS = ["model", "covariate", "coef", "hr", "hr_ci_low", "hr_ci_high", "p", "n", "events", "note"]
 
 
-def choose_traits(table1: pd.DataFrame, traits: list[str] | None = None, n: int = 2) -> list[str]:
-    """Traits for heterogeneity: the configured list, else the n best by ensemble test AUC (NaN last, then name)."""
-    known = table1["trait"].astype(str).tolist()
+@dataclass(frozen=True)
+class SurvivalSettings:
+    """The `survival:` config block: HTI threshold pairs, the censoring cap and whether HTI = 0 patients count."""
+
+    thresholds: tuple[tuple[float, float], ...] = ((0.5, 0.5), (0.3, 0.7))
+    max_months: float | None = None
+    drop_zero_hti: bool = False
+
+    def __post_init__(self) -> None:
+        """Reject threshold pairs whose high group starts below the low group, and a cap that is not positive."""
+        for low_max, high_min in self.thresholds:
+            if high_min < low_max:
+                raise ValueError(f"survival threshold high_min {high_min} is below low_max {low_max}")
+        if self.max_months is not None and not self.max_months > 0:
+            raise ValueError(f"survival.max_months must be > 0 or null, got {self.max_months}")
+
+    @classmethod
+    def from_config(cls, config: Mapping) -> SurvivalSettings:
+        """Build the settings from the `survival:` config block, rejecting unknown keys."""
+        unknown = set(config) - {"thresholds", "max_months", "drop_zero_hti"}
+        if unknown:
+            raise ValueError(f"survival: unknown setting(s) {sorted(unknown)}")
+        thresholds = config.get("thresholds", [{"low_max": 0.5, "high_min": 0.5}, {"low_max": 0.3, "high_min": 0.7}])
+        max_months = config.get("max_months")
+        return cls(tuple((float(pair["low_max"]), float(pair["high_min"])) for pair in thresholds),
+                   None if max_months is None else float(max_months), bool(config.get("drop_zero_hti", False)))
+
+
+def table1_test_aucs(table1: pd.DataFrame) -> dict[str, float]:
+    """Each trait's ensemble test AUC from table1 (the paper's choice; NaN when undefined)."""
+    return dict(zip(table1["trait"].astype(str), pd.to_numeric(table1["test_auc_ensemble"], errors="coerce")))
+
+
+def validation_scores(members: pd.DataFrame) -> dict[str, float]:
+    """Each trait's mean best validation slide AUC over its chosen ensemble members (NaN when none is defined)."""
+    chosen = members[members["chosen"].astype(bool)]
+    means = chosen.groupby(chosen["trait"].astype(str))["best_val_slide_auc"].mean()
+    return {str(trait): float(means.get(trait, np.nan)) for trait in members["trait"].astype(str).unique()}
+
+
+def choose_by_score(scores: Mapping[str, float], traits: list[str] | None = None, n: int = 2) -> list[str]:
+    """The configured traits (checked against the scored ones), else the n best scores (NaN last, then by name)."""
+    known = list(scores)
     if traits:
         missing = [trait for trait in traits if trait not in known]
         if missing:
             raise ValueError(f"configured heterogeneity traits {missing} are not in table1 (has {known})")
         chosen = list(traits)
     else:
-        ranked = table1.assign(_auc=pd.to_numeric(table1["test_auc_ensemble"], errors="coerce"))
-        ranked = ranked.assign(_missing=ranked["_auc"].isna()).sort_values(
-            ["_missing", "_auc", "trait"], ascending=[True, False, True], kind="mergesort"
-        )
-        chosen = ranked["trait"].astype(str).head(n).tolist()
+        ranked = sorted(known, key=lambda trait: (math.isnan(scores[trait]), -np.nan_to_num(scores[trait]), trait))
+        chosen = ranked[:n]
     if len(chosen) < 2:
         raise ValueError(f"heterogeneity needs at least 2 traits, got {chosen}")
     return chosen
@@ -87,6 +134,38 @@ def survival_cohort(hti_table: pd.DataFrame, clinical: pd.DataFrame, patients: s
     return cohort[cohort["os_months"] >= 0].reset_index(drop=True)
 
 
+def analysis_cohort(
+    cohort: pd.DataFrame, settings: SurvivalSettings, log: logging.Logger | None = None
+) -> pd.DataFrame:
+    """The HTI survival cohort: patients with an HTI, without HTI = 0 if told so, censored at max_months if set."""
+    log = log or logging.getLogger(__name__)
+    missing = cohort["hti"].isna()
+    if missing.any():
+        log.info("survival: %d patient(s) without an HTI (no positive tile) left out", int(missing.sum()))
+    cohort = cohort[~missing]
+    if settings.drop_zero_hti:
+        cohort, dropped = drop_zero_hti(cohort)
+        log.info("survival: drop_zero_hti left out %d patient(s) with HTI = 0: %s", len(dropped), dropped[:20])
+    if settings.max_months is not None:
+        over = int((cohort["os_months"] > settings.max_months).sum())
+        cohort = censor_at(cohort, settings.max_months)
+        log.info("survival: %d patient(s) censored at max_months = %g", over, settings.max_months)
+    return cohort.reset_index(drop=True)
+
+
+def drop_zero_hti(cohort: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Leave out patients whose HTI is exactly 0 (the authors' code did); returns the rest and the dropped ids."""
+    zero = cohort["hti"] == 0
+    return cohort[~zero].reset_index(drop=True), cohort.loc[zero, "patient_id"].astype(str).tolist()
+
+
+def censor_at(cohort: pd.DataFrame, max_months: float) -> pd.DataFrame:
+    """Administrative censoring at the cap: time = min(t, cap), event = 0 where t > cap (t = cap keeps its event)."""
+    over = cohort["os_months"] > max_months
+    return cohort.assign(os_months=cohort["os_months"].clip(upper=max_months),
+                         os_event=cohort["os_event"].where(~over, 0).astype(int))
+
+
 def hti_groups(cohort: pd.DataFrame, low_max: float, high_min: float) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Patients with HTI <= low_max and with HTI > high_min (NaN HTI in neither)."""
     return cohort[cohort["hti"] <= low_max], cohort[cohort["hti"] > high_min]
@@ -111,132 +190,45 @@ def logrank(low: pd.DataFrame, high: pd.DataFrame) -> dict:
     return row
 
 
-def logrank_table(cohort: pd.DataFrame, traits: list[str], thresholds: list[dict]) -> pd.DataFrame:
-    """Log-rank of high vs low HTI for every threshold pair."""
+def logrank_table(cohort: pd.DataFrame, traits: list[str], thresholds: list[tuple[float, float]]) -> pd.DataFrame:
+    """Log-rank of high vs low HTI for every threshold pair (secondary analyses of the HTI survival cohort)."""
     rows = []
-    for threshold in thresholds:
-        low_max, high_min = float(threshold["low_max"]), float(threshold["high_min"])
+    for low_max, high_min in thresholds:
         if high_min < low_max:
             raise ValueError(f"survival threshold high_min {high_min} is below low_max {low_max}")
         low, high = hti_groups(cohort, low_max, high_min)
-        row = {"comparison": "hti", "traits": "+".join(traits), "low_max": low_max, "high_min": high_min}
+        row = {"comparison": "hti", "role": "secondary", "cohort": COHORT_NAME, "traits": "+".join(traits),
+               "low_max": low_max, "high_min": high_min, "expression_median": np.nan}
         rows.append(row | logrank(low, high))
     return pd.DataFrame(rows, columns=LOGRANK_COLUMNS)
 
 
-def expression_logrank(cohort: pd.DataFrame, trait: str) -> dict:
-    """Log-rank of bulk high (label 1) vs low (label 0) expression of one trait (Figure 5a)."""
-    low, high = cohort[cohort["label"] == 0], cohort[cohort["label"] == 1]
-    row = {"comparison": "expression_label", "traits": trait, "low_max": np.nan, "high_min": np.nan}
-    return row | logrank(low, high)
+def expression_groups(cohort: pd.DataFrame, labels: pd.DataFrame, trait: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The cohort's patients below (median_label 0) and above (1) the median bulk expression of one trait."""
+    rows = labels.loc[labels["trait"] == trait, ["patient_id", "median_label"]]
+    labelled = cohort.merge(rows, on="patient_id", how="left")
+    label = pd.to_numeric(labelled["median_label"], errors="coerce")
+    return labelled[label == 0], labelled[label == 1]
 
 
-def expression_cohort(labels: pd.DataFrame, clinical: pd.DataFrame, trait: str) -> pd.DataFrame:
-    """Patients with a 0/1 bulk label for one trait and overall survival."""
-    rows = labels[labels["trait"] == trait][["patient_id", "label"]]
-    rows = rows.assign(label=pd.to_numeric(rows["label"], errors="coerce")).dropna(subset=["label"])
-    cohort = rows.merge(clinical, on="patient_id", how="inner")
-    cohort["os_months"] = pd.to_numeric(cohort["os_months"], errors="coerce")
-    cohort["os_event"] = pd.to_numeric(cohort["os_event"], errors="coerce")
-    return cohort.dropna(subset=["os_months", "os_event"]).reset_index(drop=True)
+def expression_logrank(cohort: pd.DataFrame, labels: pd.DataFrame, trait: str) -> dict:
+    """Figure 5a: log-rank of high vs low bulk expression of one trait on exactly the HTI survival cohort."""
+    low, high = expression_groups(cohort, labels, trait)
+    values = pd.to_numeric(labels.loc[labels["trait"] == trait, "value"], errors="coerce").dropna()
+    row = {"comparison": "expression_median", "role": "reference", "cohort": COHORT_NAME, "traits": trait,
+           "low_max": np.nan, "high_min": np.nan,
+           "expression_median": float(np.median(values)) if len(values) else np.nan}
+    result = row | logrank(low, high)
+    unlabelled = len(cohort) - len(low) - len(high)
+    if unlabelled:
+        result["note"] = "; ".join(filter(None, [result["note"], f"{unlabelled} patient(s) without a {trait} label"]))
+    return result
 
 
-def stage_number(value: object) -> float:
-    """Numeric stage (I=1 ... IV=4) from values like 'Stage IIA', 'III' or 2; NaN when unknown."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return float("nan")
-    if isinstance(value, (int, float, np.integer, np.floating)):
-        return float(value)
-    match = re.match(r"^(?:stage\s*)?(IV|III|II|I|[1-4])(?:[A-C]\d?)?$", str(value).strip(), re.IGNORECASE)
-    if not match:
-        return float("nan")
-    token = match.group(1).upper()
-    return float({"I": 1, "II": 2, "III": 3, "IV": 4}.get(token) or token)
-
-
-def cox_models(cohort: pd.DataFrame) -> pd.DataFrame:
-    """Cox PH of HTI alone and adjusted for age and stage where those are present (NaN rows with a note if not)."""
-    data = cohort.assign(
-        age=pd.to_numeric(cohort.get("age", pd.Series(np.nan, index=cohort.index)), errors="coerce"),
-        stage=cohort.get("stage", pd.Series(np.nan, index=cohort.index)).map(stage_number),
-    )
-    rows = _cox_rows("hti", data, ["hti"])
-    adjusters = [name for name in ("age", "stage") if data[name].notna().any() and data[name].nunique() > 1]
-    if adjusters:
-        rows += _cox_rows("hti+" + "+".join(adjusters), data, ["hti", *adjusters])
-    else:
-        rows.append(_failed_row("hti+age+stage", "hti", 0, 0, "age and stage unavailable"))
-    return pd.DataFrame(rows, columns=COX_COLUMNS)
-
-
-def _cox_rows(model: str, data: pd.DataFrame, covariates: list[str]) -> list[dict]:
-    """Fit one Cox model; degenerate data gives NaN rows naming the reason."""
-    from lifelines import CoxPHFitter
-
-    frame = data[["os_months", "os_event", *covariates]].dropna()
-    n, events = len(frame), int(frame["os_event"].sum())
-    reason = ""
-    if n < len(covariates) + 2:
-        reason = f"only {n} patients"
-    elif events == 0:
-        reason = "no events"
-    elif (frame[covariates].nunique() < 2).any():
-        reason = "a covariate is constant"
-    if reason:
-        return [_failed_row(model, covariate, n, events, reason) for covariate in covariates]
-    fitter = CoxPHFitter()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            fitter.fit(frame, duration_col="os_months", event_col="os_event")
-    except Exception as error:  # lifelines raises ConvergenceError and numpy errors on separable data
-        reason = f"fit failed: {error}".splitlines()[0]
-        return [_failed_row(model, covariate, n, events, reason) for covariate in covariates]
-    summary = fitter.summary
-    return [
-        {
-            "model": model, "covariate": covariate,
-            "coef": float(summary.loc[covariate, "coef"]), "hr": float(summary.loc[covariate, "exp(coef)"]),
-            "hr_ci_low": float(summary.loc[covariate, "exp(coef) lower 95%"]),
-            "hr_ci_high": float(summary.loc[covariate, "exp(coef) upper 95%"]),
-            "p": float(summary.loc[covariate, "p"]), "n": n, "events": events, "note": "",
-        }
-        for covariate in covariates
-    ]
-
-
-def _failed_row(model: str, covariate: str, n: int, events: int, reason: str) -> dict:
-    """A Cox row that could not be estimated."""
-    nan = float("nan")
-    return {"model": model, "covariate": covariate, "coef": nan, "hr": nan, "hr_ci_low": nan, "hr_ci_high": nan,
-            "p": nan, "n": n, "events": events, "note": reason}
-
-
-def category_groups(cohort: pd.DataFrame, column: str) -> dict[str, np.ndarray]:
-    """Non-missing HTI values per category of a clinical or label column (empty when the column is absent)."""
-    if column not in cohort.columns:
-        return {}
-    data = cohort.dropna(subset=["hti", column])
-    data = data[data[column].astype(str).str.strip() != ""]
-    groups = data.groupby(data[column].astype(str), sort=True)
-    return {str(name): group["hti"].to_numpy(float) for name, group in groups}
-
-
-
-
-def expression_panels(cohort: pd.DataFrame, labels: pd.DataFrame, traits: list[str]) -> list[tuple[str, dict]]:
-    """Figure 5b panels: HTI of the cohort split by each trait's bulk expression above or below the median."""
-    chosen = labels[labels["trait"].isin(traits)][["patient_id", "trait", "median_label"]]
-    labelled = cohort.merge(chosen, on="patient_id")
-    panels = []
+def expression_columns(cohort: pd.DataFrame, labels: pd.DataFrame, traits: list[str]) -> pd.DataFrame:
+    """The cohort with each trait's bulk expression value and reference label (expression_<t>, median_label_<t>)."""
     for trait in traits:
-        rows = labelled[labelled["trait"] == trait].assign(
-            expression=lambda frame: frame["median_label"].map({0: "below median", 1: "above median"}))
-        panels.append((f"HTI by {trait} expression", category_groups(rows, "expression")))
-    return panels
-
-
-def clinical_panels(cohort: pd.DataFrame) -> list[tuple[str, dict]]:
-    """Figure 6 panels: HTI by ER status and by PAM50 subtype."""
-    return [("HTI by ER status", category_groups(cohort, "er_status")),
-            ("HTI by PAM50 subtype", category_groups(cohort, "subtype"))]
+        rows = labels.loc[labels["trait"] == trait, ["patient_id", "value", "median_label"]].rename(
+            columns={"value": f"expression_{trait}", "median_label": f"median_label_{trait}"})
+        cohort = cohort.merge(rows, on="patient_id", how="left")
+    return cohort

@@ -3,15 +3,18 @@
 This module owns survival/clinical.tsv: `write_clinical` writes it (the one TSV form of common.tables, sorted
 by patient_id) and `read_clinical_table` reads it back with its columns checked. Columns: patient_id,
 os_months (float), os_event (1 = died, 0 = censored), age (float, NaN when unknown), stage, subtype, er_status
-(text, empty when unknown); only patients with both survival status and time are written. Sources:
+pr_status, her2_status (text, empty when unknown); only patients with both survival status and time are written.
+Covariates from further tables (clinical.covariates) are merged in by inputs/covariates.py, which reads them
+with `read_cbioportal_table` and `read_delimited_table` here. Base sources:
 - cBioPortal (`data_clinical_patient.txt`): leading `#` rows, then a tab-separated header row with
   PATIENT_ID, OS_STATUS (`1:DECEASED`/`0:LIVING` or plain `DECEASED`/`LIVING`), OS_MONTHS, AGE,
   AJCC_PATHOLOGIC_TUMOR_STAGE, SUBTYPE and, in some studies, an ER status column.
 - TCGA-CDR (Liu et al. 2018, Cell; TSV, CSV or the published xlsx): bcr_patient_barcode, OS (0/1),
   OS.time in days (months = days / 30.4375), age_at_initial_pathologic_diagnosis, ajcc_pathologic_tumor_stage,
   Redaction (`Redacted` for the patients TCGA withdrew; left out by default, and counted in the log).
-Stage is upper-cased (`Stage IIA` -> `STAGE IIA`) so both sources agree; ER status is lower-cased
-(positive/negative/indeterminate). Patients without survival status or time are left out and counted.
+Stage is upper-cased (`Stage IIA` -> `STAGE IIA`) so both sources agree; ER, PR and HER2 status (ER_COLUMNS,
+PR_COLUMNS, HER2_COLUMNS, when the table has one) are lower-cased positive/negative/indeterminate, anything else
+(Equivocal, missing markers) empty. Patients without survival status or time are left out and counted.
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ import pandas as pd
 
 from workflow_scripts.common.tables import read_table, write_tsv
 
-CLINICAL_COLUMNS = ["patient_id", "os_months", "os_event", "age", "stage", "subtype", "er_status"]
+CLINICAL_COLUMNS = [
+    "patient_id", "os_months", "os_event", "age", "stage", "subtype", "er_status", "pr_status", "her2_status"
+]
 DAYS_PER_MONTH = 30.4375
 MISSING_MARKERS = frozenset(
     {
@@ -56,11 +61,15 @@ ER_COLUMNS = (
     "BREAST_CARCINOMA_ESTROGEN_RECEPTOR_STATUS",
     "ESTROGEN_RECEPTOR_STATUS",
 )
+PR_COLUMNS = ("PR_STATUS_BY_IHC", "PR_STATUS", "BREAST_CARCINOMA_PROGESTERONE_RECEPTOR_STATUS")
+HER2_COLUMNS = (
+    "IHC_HER2", "HER2_STATUS", "HER2_STATUS_BY_IHC", "LAB_PROC_HER2_NEU_IMMUNOHISTOCHEMISTRY_RECEPTOR_STATUS"
+)
 FORMATS = ("cbioportal", "cdr")
 REDACTION_COLUMN = "Redaction"
 # Leading bytes of files that are not text: xlsx/zip archives and old binary Excel (OLE2) workbooks.
 BINARY_SIGNATURES = {b"PK\x03\x04": "an xlsx workbook or zip archive", b"\xd0\xcf\x11\xe0": "a binary Excel workbook"}
-TEXT_COLUMNS = ("stage", "subtype", "er_status")
+TEXT_COLUMNS = ("stage", "subtype", "er_status", "pr_status", "her2_status")
 
 
 @dataclass(frozen=True)
@@ -75,16 +84,18 @@ class SourceColumns:
     stage: pd.Series | None = None
     subtype: pd.Series | None = None
     er_status: pd.Series | None = None
+    pr_status: pd.Series | None = None
+    her2_status: pd.Series | None = None
 
 
-def _is_missing(text: str) -> bool:
+def is_missing(text: str) -> bool:
     """True for an empty cell or one of the TCGA / spreadsheet missing-value markers."""
     return text.strip().lower() in MISSING_MARKERS
 
 
 def parse_os_event(text: str, where: str) -> float:
     """1 for death, 0 for censored, NaN for missing; accepts `1:DECEASED`, `DECEASED`, `0`, `Alive`, ..."""
-    if _is_missing(text):
+    if is_missing(text):
         return math.nan
     value = text.strip()
     code, _, word = value.partition(":")
@@ -97,7 +108,7 @@ def parse_os_event(text: str, where: str) -> float:
 
 def parse_number(text: str, where: str) -> float:
     """A float, NaN for missing markers; raise naming the cell otherwise."""
-    if _is_missing(text):
+    if is_missing(text):
         return math.nan
     try:
         return float(text.strip())
@@ -107,11 +118,11 @@ def parse_number(text: str, where: str) -> float:
 
 def normalise_stage(text: str) -> str:
     """Upper-case AJCC stage (`Stage IIA` -> `STAGE IIA`); empty when missing."""
-    return "" if _is_missing(text) else " ".join(text.strip().upper().split())
+    return "" if is_missing(text) else " ".join(text.strip().upper().split())
 
 
 def normalise_er(text: str) -> str:
-    """positive / negative / indeterminate; empty for anything else (missing, equivocal codes)."""
+    """ER, PR or HER2 status as positive / negative / indeterminate; empty for anything else (missing, equivocal)."""
     return ER_VALUES.get(text.strip().lower(), "")
 
 
@@ -131,11 +142,14 @@ def _optional_column(table: pd.DataFrame, names: tuple[str, ...]) -> pd.Series |
     return None
 
 
-def check_text_file(path: Path) -> None:
-    """Raise naming the file when a cBioPortal table is an xlsx/zip, a binary workbook or not UTF-8 text."""
+CBIOPORTAL_HINT = "for the TCGA-CDR xlsx set clinical format 'cdr', otherwise export the sheet as TSV"
+
+
+def check_text_file(path: Path, what: str = "clinical format 'cbioportal'", hint: str = CBIOPORTAL_HINT) -> None:
+    """Raise naming the file when a text table is an xlsx/zip, a binary workbook or not UTF-8 text."""
     with open(path, "rb") as handle:
         start = handle.read(8192)
-    kind = next((what for magic, what in BINARY_SIGNATURES.items() if start.startswith(magic)), None)
+    kind = next((name for magic, name in BINARY_SIGNATURES.items() if start.startswith(magic)), None)
     if kind is None and b"\x00" in start:
         kind = "a binary file"
     if kind is None:
@@ -147,8 +161,7 @@ def check_text_file(path: Path) -> None:
             kind = f"not UTF-8 text (byte {error.start} cannot be decoded)"
     if kind is not None:
         raise ValueError(
-            f"{path}: clinical format 'cbioportal' expects a tab-separated text file, but this is {kind}; "
-            f"for the TCGA-CDR xlsx set clinical format 'cdr', otherwise export the sheet as TSV"
+            f"{path}: {what} expects a delimited text file, but this is {kind}; {hint}"
         )
 
 
@@ -163,6 +176,13 @@ def read_cbioportal_table(path: str | os.PathLike) -> pd.DataFrame:
                 break
             n_comment_rows += 1
     return pd.read_csv(path, sep="\t", skiprows=n_comment_rows, dtype=str, keep_default_na=False)
+
+
+def read_delimited_table(path: str | os.PathLike, separator: str) -> pd.DataFrame:
+    """Read a user's tab- or comma-separated table as text (empty cells ''), checking it is UTF-8 text."""
+    path = Path(path)
+    check_text_file(path, "a covariate table", "export the sheet as TSV or CSV")
+    return pd.read_csv(path, sep=separator, dtype=str, keep_default_na=False)
 
 
 def read_cdr_table(path: str | os.PathLike) -> pd.DataFrame:
@@ -211,8 +231,10 @@ def _standardise(path: Path, source: SourceColumns) -> pd.DataFrame:
                 parse_number(value, f"{path}: patient {patient} age") for patient, value in zip(ids, text(source.age))
             ],
             "stage": [normalise_stage(value) for value in text(source.stage)],
-            "subtype": ["" if _is_missing(value) else value.strip() for value in text(source.subtype)],
+            "subtype": ["" if is_missing(value) else value.strip() for value in text(source.subtype)],
             "er_status": [normalise_er(value) for value in text(source.er_status)],
+            "pr_status": [normalise_er(value) for value in text(source.pr_status)],
+            "her2_status": [normalise_er(value) for value in text(source.her2_status)],
         },
         columns=CLINICAL_COLUMNS,
     )
@@ -230,6 +252,8 @@ def clinical_from_cbioportal(table: pd.DataFrame, path: str | os.PathLike = "cBi
         stage=_optional_column(table, ("AJCC_PATHOLOGIC_TUMOR_STAGE",)),
         subtype=_optional_column(table, ("SUBTYPE",)),
         er_status=_optional_column(table, ER_COLUMNS),
+        pr_status=_optional_column(table, PR_COLUMNS),
+        her2_status=_optional_column(table, HER2_COLUMNS),
     ))
 
 
@@ -245,6 +269,8 @@ def clinical_from_cdr(table: pd.DataFrame, path: str | os.PathLike = "TCGA-CDR t
         stage=_optional_column(table, ("ajcc_pathologic_tumor_stage",)),
         subtype=_optional_column(table, ("subtype", "Subtype_mRNA", "PAM50")),
         er_status=_optional_column(table, ER_COLUMNS),
+        pr_status=_optional_column(table, PR_COLUMNS),
+        her2_status=_optional_column(table, HER2_COLUMNS),
     ))
 
 

@@ -290,7 +290,14 @@ def download_file(
             log.info("%s already present with md5 %s; not downloading", label, target.md5)
             return destination
         log.warning("%s exists with md5 %s, expected %s; downloading again", label, found, target.md5)
-    url = client.url(f"data/{target.file_id}")
+    return transfer_to(client, target, client.url(f"data/{target.file_id}"), chunk_bytes, progress_interval_s)
+
+
+def transfer_to(
+    client: GdcClient, target: DownloadTarget, url: str, chunk_bytes: int = 1 << 20, progress_interval_s: float = 10.0
+) -> Path:
+    """Fetch `url` into the target's partial file (resumed, retried, md5-checked when known), then rename it."""
+    destination, label, log = target.destination, target.label, client.log
     log.info("downloading %s from %s", label, url)
     destination.parent.mkdir(parents=True, exist_ok=True)
     part = partial_path(destination)
@@ -346,7 +353,8 @@ def download_with_status(
 def fetch_source(client: GdcClient, source: str | os.PathLike | dict, destination: str | os.PathLike) -> Path:
     """Provide an input file: a local path is symlinked (absolute target, no copy of multi-GB matrices);
     `{gdc_file_id, md5?, size?}` is downloaded with the slide download code and verified against the md5 and
-    size the GDC API reports for that id."""
+    size the GDC API reports for that id; `{url, md5?, member?, file_name}` is fetched by url_source.fetch_url,
+    without the GDC token."""
     destination = Path(destination)
     if isinstance(source, (str, os.PathLike)):
         local = Path(source)
@@ -358,7 +366,12 @@ def fetch_source(client: GdcClient, source: str | os.PathLike | dict, destinatio
         return destination
     if isinstance(source, dict) and source.get("gdc_file_id"):
         return download_file(client, verified_target(client, source, destination))
-    raise GdcError(f"source for {destination} must be a local path or {{gdc_file_id, md5}}, got {source!r}")
+    if isinstance(source, dict) and source.get("url"):
+        from workflow_scripts.inputs.url_source import fetch_url  # url_source builds on this module's transfers
+
+        return fetch_url(client, source, destination)
+    raise GdcError(f"source for {destination} must be a local path, {{gdc_file_id, md5}} or {{url, file_name}}, "
+                   f"got {source!r}")
 
 
 def verified_target(client: GdcClient, source: dict, destination: str | os.PathLike) -> DownloadTarget:

@@ -2,12 +2,14 @@
 
 Folder contract: after every evaluation k the training writes `checkpoint/eval_<k>/` (k zero-padded to 6 digits)
 atomically (built under a temporary name, renamed when complete, so every folder present is complete), then
-deletes the older ones. It holds:
+deletes the older ones: the disk holds only what resume needs, the latest state and the best weights (at 512 px
+Inception v3, ~90 MB of weights: state.h5 ~3x that with the Adam moments, best.h5 1x). When a training has written
+its outputs it removes the whole folder (`remove_checkpoints`). It holds:
 
 - state.h5: group `model` (model.get_weights(), in order) and group `optimizer` (the optimizer's variables:
   iterations, Adam moments, loss scale), datasets named 00000, 00001, ... written without timestamps;
-- best.h5: group `model` with the best weights so far (a hard link to an earlier best.h5 when unchanged, or to this
-  folder's state.h5 when this evaluation is the best);
+- best.h5: group `model` with the best weights so far (written anew when this evaluation is the best, else a hard
+  link to the previous folder's best.h5, which costs no disk; checkpoints of older versions may link state.h5);
 - state.json: the `RunRecord` (run key, eval step, schedule state, history rows, wall and validation seconds).
 
 Because the data order is a pure function of (seed, batch number) (see `tiledata`), a run restarted from checkpoint
@@ -104,16 +106,24 @@ def write_checkpoint(
 ) -> Path:
     """Write checkpoint eval_<k> atomically, then delete older ones; return the best-weights file inside it."""
     target = folder / f"{CHECKPOINT_PREFIX}{record.eval_step:06d}"
+    weights = model.get_weights()
     with atomic_path(target) as temporary:
         temporary.mkdir()
-        write_arrays(temporary / "state.h5", {"model": model.get_weights(), "optimizer": optimizer_arrays(model)})
-        # best.h5 holds the best weights in group "model": this checkpoint's own state when it is the best so far
-        _link_or_copy(temporary / "state.h5" if is_best else best_weights, temporary / "best.h5")
+        write_arrays(temporary / "state.h5", {"model": weights, "optimizer": optimizer_arrays(model)})
+        if is_best:  # the weights alone: the optimizer state of the best evaluation is never needed again
+            write_arrays(temporary / "best.h5", {"model": weights})
+        else:
+            _link_or_copy(best_weights, temporary / "best.h5")
         (temporary / "state.json").write_text(record.to_json())
     for old in folder.iterdir():
         if old.name.startswith(CHECKPOINT_PREFIX) and old.name < target.name:
             shutil.rmtree(old, ignore_errors=True)
     return target / "best.h5"
+
+
+def remove_checkpoints(folder: Path) -> None:
+    """Delete a finished training's checkpoint folder: its outputs are written, nothing is left to resume."""
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _link_or_copy(source: Path, destination: Path) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import keras
 
 from workflow_scripts.common.atomic import atomic_path
+from workflow_scripts.learning.backend_setup import with_xla_flag
 
 INPUT_DTYPE = "uint8"
 
@@ -100,4 +101,7 @@ def limit_cpu_threads(n_threads: int) -> None:
             pass  # TensorFlow already initialised in this process; its pools keep their size.
     elif keras.backend.backend() == "jax" and n_threads == 1:
         # XLA reads this when its CPU client starts (first computation); it has no knob for N > 1 threads.
-        os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+        flags = os.environ.get("XLA_FLAGS", "")
+        for flag in ("--xla_cpu_multi_thread_eigen=false", "intra_op_parallelism_threads=1"):
+            flags = with_xla_flag(flags, flag)
+        os.environ["XLA_FLAGS"] = flags

@@ -2,6 +2,10 @@
 
 Output: one predictions/{trait}/{slide_id}.h5 per slide in the format `learning.predictions` owns; the whole
 per-trait folder is written under a temporary name and renamed when every slide is done.
+
+Devices as in training (`devices`): the job fails at once when it was given a GPU it cannot use, and with several GPUs
+the models are replicated on all of them (MirroredStrategy / JAX DataParallel) and scored in batches of batch_size x
+replicas.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import keras
 import numpy as np
 
 from workflow_scripts.common.atomic import atomic_path
+from workflow_scripts.learning.devices import data_parallel, select_devices
 from workflow_scripts.learning.model import load_model
 from workflow_scripts.learning.predictions import SlidePredictions, prediction_path, write_predictions
 from workflow_scripts.learning.tiledata import slide_batches
@@ -131,17 +136,39 @@ def predict_trait(
     trait: str,
     batch_size: int = 64,
     workers: int = 2,
+    device: str = "auto",
     log: Callable[[str], None] = print,
 ) -> list[Path]:
-    """Write `{slide_id}.h5` predictions for every store into output_folder (atomically, as one folder)."""
+    """Write `{slide_id}.h5` predictions for every store into output_folder (atomically, as one folder).
+
+    Size: 9 parameters: the models and their splits, the slides, the output folder and trait, and four knobs of how
+    the job runs (batch per device, decoding workers, device choice, log).
+    """
     if len(model_paths) != len(splits):
         raise ValueError(f"{len(model_paths)} models but {len(splits)} splits {list(splits)}")
     if not model_paths:
         raise ValueError(f"trait {trait}: no models to predict with")
-    models = [load_model(path) for path in model_paths]
-    sizes = {model_input_px(model) for model in models}
-    if len(sizes) != 1:
-        raise ValueError(f"trait {trait}: models take different input sizes {sorted(sizes)} ({list(model_paths)})")
+    devices = select_devices(device)
+    with data_parallel(devices) as n_replicas:
+        log(f"devices: {devices.kind} x{n_replicas} {list(devices.names)}, backend {devices.backend}")
+        models = [load_model(path) for path in model_paths]
+        sizes = {model_input_px(model) for model in models}
+        if len(sizes) != 1:
+            raise ValueError(f"trait {trait}: models take different input sizes {sorted(sizes)} ({list(model_paths)})")
+        return _predict_slides(models, splits, store_paths, output_folder, trait, batch_size * n_replicas, workers, log)
+
+
+def _predict_slides(
+    models: Sequence[keras.Model],
+    splits: Sequence[int],
+    store_paths: Sequence[str | os.PathLike],
+    output_folder: str | os.PathLike,
+    trait: str,
+    batch_size: int,
+    workers: int,
+    log: Callable[[str], None],
+) -> list[Path]:
+    """Score every store with the loaded models in global batches of `batch_size` and write the folder."""
     slide_ids = [Path(path).stem for path in store_paths]
     if len(set(slide_ids)) != len(slide_ids):
         raise ValueError(f"trait {trait}: duplicate slide ids among the stores")

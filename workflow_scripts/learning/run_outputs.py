@@ -5,11 +5,18 @@ eval_step (1-based), epoch_fraction (training examples seen / training tiles), t
 interval), val_slide_auc (NaN when the validation slides hold one class or none), lr (the rate used during the
 interval), val_loss (mean validation tile cross-entropy; NaN without validation slides).
 
-metrics.json (sorted keys, 2-space indent), keys METRICS_KEYS: trait, split; best_val_slide_auc (null when
-undefined) and best_eval_step of the kept weights; selection_metric (val_slide_auc, val_loss or last_weights: what
-chose them, see `schedule`); stop_reason (no_improvement or max_evals); n_evals; n_train_tiles, n_train_slides,
+metrics.json (sorted keys, 2-space indent), keys METRICS_KEYS plus, added by `train`, the images/s, GPU-seconds and
+peak-memory keys `throughput.RESOURCE_KEYS` (documented there); METRICS_KEYS: trait, split; best_val_slide_auc (null
+when undefined) and best_eval_step of the kept weights; selection_metric (val_slide_auc, val_loss or last_weights:
+what chose them, see `schedule`); stop_reason (no_improvement or max_evals); n_evals; n_train_tiles, n_train_slides,
 n_val_tiles, n_val_slides; seconds (wall time of the training, validation included); tiles_per_second (training
-examples per second of wall time outside validation, one-off graph compilation included); dtype_policy.
+examples per second of wall time outside validation, one-off graph compilation included); dtype_policy. A training
+also records where and how it computed, keys DEVICE_KEYS (`devices.device_facts`): backend (tensorflow or jax),
+device (gpu or cpu), device_names (list), n_devices (model replicas: the global batch is batch_size times this),
+compute_capability (lowest of the GPUs, "8.0"; null on CPU), deterministic (whether deterministic ops were
+requested) and versions (object: keras, numpy and tensorflow, or jax and jaxlib). Files written before these keys
+existed lack them; `read_metrics_file(path, required=...)` names the file and the missing keys when a reader needs
+them.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -31,6 +38,9 @@ HISTORY_COLUMNS = ["eval_step", "epoch_fraction", "train_loss", "val_slide_auc",
 METRICS_KEYS = (
     "trait", "split", "best_val_slide_auc", "best_eval_step", "selection_metric", "stop_reason", "n_evals",
     "n_train_tiles", "n_train_slides", "n_val_tiles", "n_val_slides", "seconds", "tiles_per_second", "dtype_policy",
+)
+DEVICE_KEYS = (
+    "backend", "device", "device_names", "n_devices", "compute_capability", "deterministic", "versions",
 )
 
 
@@ -49,14 +59,21 @@ def read_history(path: str | os.PathLike) -> pd.DataFrame:
     return read_table(path, required=HISTORY_COLUMNS)[HISTORY_COLUMNS]
 
 
-def run_metrics(record: RunRecord, train_index: TileIndex, val_index: TileIndex) -> dict:
-    """The metrics.json content of a finished run (trait, split and policy come from its run key)."""
+def run_metrics(
+    record: RunRecord, train_index: TileIndex, val_index: TileIndex, device: Mapping[str, object] | None = None
+) -> dict:
+    """The metrics.json content of a finished run (trait, split and policy come from its run key).
+
+    `device` holds the DEVICE_KEYS (exactly those) and is merged in.
+    """
+    if device is not None and set(device) != set(DEVICE_KEYS):
+        raise ValueError(f"device facts must have the keys {list(DEVICE_KEYS)}, got {sorted(device)}")
     history = history_frame(record.history)
     best_row = history[history["eval_step"] == record.schedule.best_eval].iloc[0]
     training_seconds = max(record.seconds - record.validation_seconds, 1e-9)
     n_trained = record.eval_step * record.run_key["steps_per_eval"] * record.run_key["global_batch"]
     best_auc = float(best_row["val_slide_auc"])
-    return {
+    return dict(device or {}) | {
         "trait": record.run_key["trait"],
         "split": record.run_key["split"],
         "best_val_slide_auc": None if math.isnan(best_auc) else best_auc,
@@ -82,12 +99,15 @@ def write_metrics_file(metrics: dict, path: str | os.PathLike) -> None:
         temporary.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
 
 
-def read_metrics_file(path: str | os.PathLike) -> dict:
-    """Read one metrics.json; an unreadable or non-object file is an error naming it (keys are not enforced)."""
+def read_metrics_file(path: str | os.PathLike, required: Sequence[str] = ()) -> dict:
+    """Read one metrics.json; an unreadable or non-object file, or one without a `required` key, names the file."""
     try:
         metrics = json.loads(Path(path).read_text())
     except (OSError, json.JSONDecodeError) as error:
         raise ValueError(f"{path}: unreadable metrics file ({error})") from error
     if not isinstance(metrics, dict):
         raise ValueError(f"{path}: metrics file does not hold a JSON object")
+    missing = [key for key in required if key not in metrics]
+    if missing:
+        raise ValueError(f"{path}: metrics file lacks {missing} (written by an older version? retrain to add them)")
     return metrics

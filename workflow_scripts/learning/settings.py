@@ -7,9 +7,14 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from workflow_scripts.learning.devices import mixed_precision_policy
+import numpy as np
 
-JOB_RESOURCE_KEYS = ("threads", "runtime_min", "mem_mb", "gpus")  # config `training` keys read by the rules, not here
+from workflow_scripts.common.seeds import stable_seed
+from workflow_scripts.learning.backend_setup import BACKENDS, DEVICES, check_choice
+
+# config `training` keys read by the rules, not here (conda_env picks the rules' software environment)
+JOB_RESOURCE_KEYS = ("threads", "runtime_min", "mem_mb", "gpus", "conda_env")
+PRECISION_NAMES = ("auto", "mixed_float16", "mixed_bfloat16")  # training.mixed_precision: these or true/false
 
 
 @dataclass(frozen=True)
@@ -24,12 +29,15 @@ class TrainingSettings:
     lr_factor: float = 0.1
     stop_patience: int = 30
     max_evals: int = 1000
-    mixed_precision: bool | str = False  # True = mixed_float16; only applied when a GPU is present
+    mixed_precision: bool | str = "auto"  # auto: by GPU compute capability (devices.auto_policy); never on CPU
     bn_momentum: float | None = None  # None keeps Keras' 0.99
     workers: int = 4  # decoding threads
     max_val_tiles_per_slide: int | None = None  # None scores every validation tile at each evaluation
     predict_batch_size: int = 64  # per accelerator, for validation scoring and prediction
     threshold: float = 0.5  # tile call threshold of the slide score (config ensemble.threshold, shared with evaluation)
+    backend: str = "tensorflow"  # the Keras backend; the job script sets KERAS_BACKEND from it before importing keras
+    device: str = "auto"  # auto: the GPUs granted, else the CPU; gpu: fail without one; cpu: never touch a GPU
+    deterministic: bool = True  # request deterministic ops (TF op determinism, XLA deterministic GPU ops)
 
     @classmethod
     def from_config(cls, config: Mapping[str, object]) -> TrainingSettings:
@@ -57,7 +65,15 @@ class TrainingSettings:
             raise ValueError(f"training.lr_factor must be in (0, 1), got {self.lr_factor}")
         if self.learning_rate <= 0:
             raise ValueError(f"training.learning_rate must be > 0, got {self.learning_rate}")
-        mixed_precision_policy(self.mixed_precision, has_gpu=True)
+        if not isinstance(self.mixed_precision, bool) and self.mixed_precision not in PRECISION_NAMES:
+            raise ValueError(
+                f"training.mixed_precision must be true, false or one of {list(PRECISION_NAMES)}, "
+                f"got {self.mixed_precision!r}"
+            )
+        check_choice("backend", self.backend, BACKENDS)
+        check_choice("device", self.device, DEVICES)
+        if not isinstance(self.deterministic, bool):
+            raise ValueError(f"training.deterministic must be true or false, got {self.deterministic!r}")
 
 
 @dataclass(frozen=True)
@@ -70,8 +86,9 @@ class RunSpec:
 
     @property
     def run_seed(self) -> int:
-        """The seed of this split's weights and data order (seed + split, so splits differ)."""
-        return self.seed + self.split
+        """The seed of this model's weights and data order, from (seed, trait, split): no two models share one."""
+        entropy = stable_seed(self.seed, "train", self.trait, f"split_{self.split}")
+        return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint32)[0])
 
 
 @dataclass(frozen=True)
@@ -93,8 +110,11 @@ class TrainingOutputs:
 
 
 def trajectory_settings(settings: TrainingSettings) -> dict:
-    """The settings a checkpoint must share with the run resuming it (max_evals may grow; worker counts may change)."""
+    """The settings a checkpoint must share with the run resuming it (max_evals may grow; worker counts may change).
+
+    The device is free too: a run may resume on another machine; the dtype policy it gives is in the run key.
+    """
     kept = asdict(settings)
-    for free in ("max_evals", "workers", "predict_batch_size"):
+    for free in ("max_evals", "workers", "predict_batch_size", "device"):
         kept.pop(free)
     return kept

@@ -17,7 +17,9 @@ folded into the decode (see `decode_flipped`); raw stores go through `TileStore.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import resource
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Iterator, Sequence
@@ -29,9 +31,21 @@ import numpy as np
 import simplejpeg
 from PIL import Image
 
-from workflow_scripts.slides.tilestore import TileStore, decode_tile
+from workflow_scripts.slides.tilestore import TileReader, TileStore, decode_tile
 
 FLIP_STREAM = 1  # second key of the flip generator, so flips and permutations never share random numbers
+# Open tile-store files per pipeline. An open store costs one file descriptor and about 1 MiB of memory (HDF5 file
+# and heap caches, measured with 512 px JPEG stores), so a TCGA project (<= 1,100 slides) stays open whole and is
+# never reopened; larger cohorts, or a low file limit (see open_store_limit), are read through the least recently
+# used subset. bench_pipeline.py measures the reopening cost: ~1 ms of CPU per HDF5 open, first read and close,
+# against ~1.8 ms per 512 px decode.
+MAX_OPEN_STORES = 1024
+FD_RESERVE = 256  # file descriptors left to everything else in the process (libraries, logs, Keras)
+# Examples whose stored tiles are read together, store by store. With S stores over the cap, a shuffled window of W
+# examples opens about S * (1 - exp(-W / S)) of them once each: at W = 4096 and S = 1000, 0.24 opens per tile
+# against 0.94 when reading batch by batch. The window holds W tiles' JPEG bytes, twice over with the read-ahead:
+# ~1 GB at 124 kB per 512 px q90 tile.
+READ_WINDOW_TILES = 4096
 
 
 @dataclass(frozen=True)
@@ -138,27 +152,47 @@ def fit_tile(tile: np.ndarray, input_px: int, flip_lr: bool = False, flip_tb: bo
     return tile
 
 
-class _OpenStores:
-    """Open tile stores shared by the decoding threads, closing the least recently used beyond `max_open`."""
+def open_store_limit(wanted: int, reserve: int = FD_RESERVE) -> int:
+    """Stores a pipeline may keep open: `wanted`, within the file-descriptor limit (raised towards the hard limit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    needed = wanted + reserve
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        raised = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (raised, hard))
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return wanted
+    return max(1, min(wanted, soft - reserve))
 
-    def __init__(self, paths: Sequence[Path], max_open: int = 256) -> None:
+
+class StorePool:
+    """A bounded set of open tile-store readers shared by threads: beyond `max_open`, the least recently used idle one
+    is closed. `opens` counts the files opened so far (the churn a read order causes)."""
+
+    def __init__(self, paths: Sequence[Path], max_open: int | None = None) -> None:
+        max_open = open_store_limit(MAX_OPEN_STORES) if max_open is None else max_open
+        if max_open < 1:
+            raise ValueError(f"max_open must be >= 1, got {max_open}")
         self._paths = paths
         self._max_open = max_open
-        self._open: OrderedDict[int, TileStore] = OrderedDict()
+        self._open: OrderedDict[int, TileReader] = OrderedDict()
         self._in_use: dict[int, int] = {}
         self._lock = threading.Lock()
+        self.opens = 0
 
-    def acquire(self, store_id: int) -> TileStore:
-        """Return the open store, opening it if needed; pair every call with `release`."""
+    def acquire(self, store_id: int) -> TileReader:
+        """Return the open reader, opening it if needed; pair every call with `release`."""
         with self._lock:
-            store = self._open.get(store_id)
-            if store is None:
-                store = TileStore(self._paths[store_id])
-                self._open[store_id] = store
+            reader = self._open.get(store_id)
+            if reader is None:
+                reader = TileReader(self._paths[store_id])
+                self._open[store_id] = reader
+                self.opens += 1
             self._open.move_to_end(store_id)
             self._in_use[store_id] = self._in_use.get(store_id, 0) + 1
             self._close_surplus()
-            return store
+            return reader
 
     def release(self, store_id: int) -> None:
         """Mark one use of the store as finished."""
@@ -166,8 +200,13 @@ class _OpenStores:
             self._in_use[store_id] -= 1
             self._close_surplus()
 
+    def open_ids(self) -> list[int]:
+        """Stores open now, least recently used first."""
+        with self._lock:
+            return list(self._open)
+
     def _close_surplus(self) -> None:
-        """Close idle stores, oldest first, until at most max_open remain."""
+        """Close idle readers, oldest first, until at most max_open remain."""
         for store_id in list(self._open):
             if len(self._open) <= self._max_open:
                 break
@@ -175,10 +214,10 @@ class _OpenStores:
                 self._open.pop(store_id).close()
 
     def close(self) -> None:
-        """Close every store."""
+        """Close every reader."""
         with self._lock:
-            for store in self._open.values():
-                store.close()
+            for reader in self._open.values():
+                reader.close()
             self._open.clear()
 
 
@@ -196,36 +235,47 @@ def decode_flipped(data: bytes, flip_lr: bool, flip_tb: bool) -> np.ndarray:
     return tile[::-1] if flip_tb else tile
 
 
-def _assemble_batch(
-    index: TileIndex, rows: np.ndarray, flips: np.ndarray | None, input_px: int, stores: _OpenStores
-) -> np.ndarray:
-    """Read, decode, flip and resize the tiles of `rows` into one uint8 batch."""
-    batch = np.empty((len(rows), input_px, input_px, 3), np.uint8)
-    store_ids = index.store_ids[rows]
-    for store_id in np.unique(store_ids):
-        slots = np.flatnonzero(store_ids == store_id)
-        store = stores.acquire(int(store_id))
+def read_stored(index: TileIndex, rows: np.ndarray, pool: StorePool, descending: bool = False) -> list:
+    """The stored tiles (JPEG bytes or raw pixels) of index `rows`, in row order, read store by store.
+
+    Each store of `rows` is acquired once; `descending` walks the stores from the highest id down, so a window read
+    after an ascending one starts with the stores the pool still holds open.
+    """
+    store_ids, tile_ids = index.store_ids[rows], index.tile_ids[rows]
+    order = np.lexsort((tile_ids, store_ids))
+    order = order[::-1] if descending else order
+    stored: list = [None] * len(rows)
+    runs = np.flatnonzero(np.diff(store_ids[order])) + 1
+    for run in np.split(order, runs) if len(order) else []:
+        store_id = int(store_ids[run[0]])
+        reader = pool.acquire(store_id)
         try:
-            for slot in slots:
-                flip_lr, flip_tb = (bool(flips[slot, 0]), bool(flips[slot, 1])) if flips is not None else (False, False)
-                tile_id = int(index.tile_ids[rows[slot]])
-                if store.encoding == "jpeg":
-                    tile = decode_flipped(store.read_encoded(tile_id), flip_lr, flip_tb)
-                    batch[slot] = fit_tile(tile, input_px)
-                else:
-                    batch[slot] = fit_tile(store.read_tiles([tile_id])[0], input_px, flip_lr, flip_tb)
+            for slot in run:
+                stored[slot] = reader.read(int(tile_ids[slot]))
         finally:
-            stores.release(int(store_id))
+            pool.release(store_id)
+    return stored
+
+
+def decode_batch(stored: Sequence, flips: np.ndarray | None, input_px: int) -> np.ndarray:
+    """Decode, flip and resize stored tiles (JPEG bytes or raw pixels) into one uint8 batch."""
+    batch = np.empty((len(stored), input_px, input_px, 3), np.uint8)
+    for slot, payload in enumerate(stored):
+        flip_lr, flip_tb = (bool(flips[slot, 0]), bool(flips[slot, 1])) if flips is not None else (False, False)
+        if isinstance(payload, bytes):
+            batch[slot] = fit_tile(decode_flipped(payload, flip_lr, flip_tb), input_px)
+        else:
+            batch[slot] = fit_tile(payload, input_px, flip_lr, flip_tb)
     return batch
 
 
-def _prefetched(tasks: Iterator, workers: int, prefetch: int, stores: _OpenStores) -> Iterator:
+def _prefetched(tasks: Iterator, workers: int, prefetch: int, pool: StorePool) -> Iterator:
     """Run zero-argument tasks on a thread pool, keeping `prefetch` in flight, yielding results in task order."""
-    pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="tiledata")
+    executor = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="tiledata")
     pending: deque[Future] = deque()
     try:
         for task in tasks:
-            pending.append(pool.submit(task))
+            pending.append(executor.submit(task))
             if len(pending) > prefetch:
                 yield pending.popleft().result()
         while pending:
@@ -233,8 +283,36 @@ def _prefetched(tasks: Iterator, workers: int, prefetch: int, stores: _OpenStore
     finally:
         for future in pending:
             future.cancel()
-        pool.shutdown(wait=True, cancel_futures=True)
-        stores.close()
+        executor.shutdown(wait=True, cancel_futures=True)
+        pool.close()
+
+
+def _window_tasks(
+    index: TileIndex, windows: Iterator[tuple[np.ndarray, np.ndarray]], batch_size: int, input_px: int, pool: StorePool
+) -> Iterator:
+    """Decoding tasks, one per batch, whose stored tiles a reader thread fetches one window ahead, store by store."""
+    reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tileread")
+    ahead: deque[tuple[np.ndarray, np.ndarray, Future]] = deque()
+
+    def batches_of(rows: np.ndarray, flips: np.ndarray, read: Future) -> Iterator:
+        stored = read.result()
+        for start in range(0, len(rows), batch_size):
+            part, part_flips = stored[start : start + batch_size], flips[start : start + batch_size]
+            labels = index.labels[rows[start : start + batch_size]].reshape(-1, 1).astype(np.float32)
+            yield lambda part=part, part_flips=part_flips, labels=labels: (
+                decode_batch(part, part_flips, input_px),
+                labels,
+            )
+
+    try:
+        for number, (rows, flips) in enumerate(windows):
+            ahead.append((rows, flips, reader.submit(read_stored, index, rows, pool, number % 2 == 1)))
+            if len(ahead) > 1:
+                yield from batches_of(*ahead.popleft())
+        while ahead:
+            yield from batches_of(*ahead.popleft())
+    finally:
+        reader.shutdown(wait=True, cancel_futures=True)
 
 
 def training_batches(
@@ -246,31 +324,32 @@ def training_batches(
     n_steps: int | None = None,
     workers: int = 4,
     prefetch: int | None = None,
+    window_tiles: int = READ_WINDOW_TILES,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield (tiles uint8 (b, px, px, 3), labels float32 (b, 1)) training batches from `start_step` on.
 
-    Endless when n_steps is None.
+    Endless when n_steps is None. The examples of about `window_tiles` consecutive positions are drawn and read
+    together, store by store, so a shuffled stream over many stores opens each at most once per window (see
+    READ_WINDOW_TILES); batch b still holds exactly stream positions [b * batch_size, (b + 1) * batch_size).
+    Size: 9 parameters: the stream (index, batch, size, seed, start, length) and three tuning knobs of its reading.
     """
     if index.n_tiles == 0:
         raise ValueError(f"no training tiles in {len(index.stores)} stores")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    stores = _OpenStores(index.stores)
+    pool = StorePool(index.stores)
+    steps_per_window = max(1, window_tiles // batch_size)
 
-    def tasks() -> Iterator:
-        """One batch-assembly task per step, labels computed up front."""
+    def windows() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(rows, flips) of each read window's whole batches, in step order."""
         step = start_step
         while n_steps is None or step < start_step + n_steps:
-            rows, flips = batch_examples(index.n_tiles, batch_size, seed, step)
-            labels = index.labels[rows].reshape(-1, 1).astype(np.float32)
-            yield lambda rows=rows, flips=flips, labels=labels: (
-                _assemble_batch(index, rows, flips, input_px, stores),
-                labels,
-            )
-            step += 1
+            last = step + steps_per_window if n_steps is None else min(step + steps_per_window, start_step + n_steps)
+            yield stream_examples(index.n_tiles, seed, step * batch_size, (last - step) * batch_size)
+            step = last
 
     depth = prefetch if prefetch is not None else 2 * max(1, workers)
-    yield from _prefetched(tasks(), workers, depth, stores)
+    yield from _prefetched(_window_tasks(index, windows(), batch_size, input_px, pool), workers, depth, pool)
 
 
 def ordered_batches(
@@ -279,16 +358,16 @@ def ordered_batches(
     """Yield the indexed tiles in index order (no augmentation) as uint8 batches; the last batch may be short."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    stores = _OpenStores(index.stores)
+    pool = StorePool(index.stores)
 
     def tasks() -> Iterator:
-        """One batch-assembly task per consecutive slice of the index."""
+        """One read-and-decode task per consecutive slice of the index (index order is store order)."""
         for start in range(0, index.n_tiles, batch_size):
             rows = np.arange(start, min(start + batch_size, index.n_tiles))
-            yield lambda rows=rows: _assemble_batch(index, rows, None, input_px, stores)
+            yield lambda rows=rows: decode_batch(read_stored(index, rows, pool), None, input_px)
 
     depth = prefetch if prefetch is not None else 2 * max(1, workers)
-    yield from _prefetched(tasks(), workers, depth, stores)
+    yield from _prefetched(tasks(), workers, depth, pool)
 
 
 def slide_batches(

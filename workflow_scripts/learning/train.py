@@ -4,7 +4,9 @@ This module runs the training: it picks the trait/split's slides, builds and com
 deterministic batches of `tiledata`, and at the end of every evaluation interval (one Keras 'epoch') scores the
 validation slides, advances the schedule (`schedule`: what is monitored, lr decay, early stopping, best weights),
 and writes a checkpoint (`checkpoint`: folder contract and exact resume). At the end it saves the best weights as a
-float32 model.keras and writes history.tsv and metrics.json (`run_outputs`: their columns and keys).
+float32 model.keras and writes history.tsv and metrics.json (`run_outputs`: their columns and keys; `throughput`:
+the images/s, GPU-seconds and peak memory keys), then removes the checkpoint folder. Each evaluation logs its
+training and validation images/s, the elapsed time and the estimated time left (`throughput.progress_line`).
 
 An evaluation interval is steps_per_eval = round(n_train_tiles / (evals_per_epoch * global_batch)) steps (at least 1).
 """
@@ -21,8 +23,23 @@ import keras
 import numpy as np
 import pandas as pd
 
-from workflow_scripts.learning.checkpoint import RunRecord, read_arrays, resume_or_start, write_checkpoint
-from workflow_scripts.learning.devices import data_parallel, dtype_policy, has_gpu, mixed_precision_policy
+from workflow_scripts.learning.checkpoint import (
+    RunRecord,
+    read_arrays,
+    remove_checkpoints,
+    resume_or_start,
+    write_checkpoint,
+)
+from workflow_scripts.learning.devices import (
+    apply_determinism,
+    data_parallel,
+    device_facts,
+    dtype_policy,
+    has_gpu,
+    mixed_precision_policy,
+    optimizer_for,
+    select_devices,
+)
 from workflow_scripts.learning.labels import read_labels, trait_slide_sets
 from workflow_scripts.learning.model import build_model, save_model
 from workflow_scripts.learning.run_outputs import run_metrics, write_history, write_metrics_file
@@ -30,6 +47,7 @@ from workflow_scripts.learning.schedule import monitored_score, tile_loss, updat
 from workflow_scripts.learning.settings import RunSpec, TrainingOutputs, TrainingSettings, trajectory_settings
 from workflow_scripts.learning.slide_score import grouped_slide_scores, slide_auc
 from workflow_scripts.learning.splits import read_splits
+from workflow_scripts.learning.throughput import IntervalTiming, evaluations_left, measured_resources
 from workflow_scripts.learning.tiledata import TileIndex, build_tile_index, ordered_batches, training_batches
 from workflow_scripts.slides.qc_table import passed_slides, read_qc_table
 
@@ -69,9 +87,20 @@ def predict_probabilities(
         return np.zeros(0, np.float32)
     global_batch = settings.predict_batch_size * n_replicas
     n_batches = math.ceil(index.n_tiles / global_batch)
-    batches = ((batch,) for batch in ordered_batches(index, global_batch, settings.input_px, workers=settings.workers))
+    # a short last batch is padded: one shape, one traced function, and JAX DataParallel splits it evenly
+    batches = (
+        (_padded(batch, global_batch),)
+        for batch in ordered_batches(index, global_batch, settings.input_px, workers=settings.workers)
+    )
     probabilities = model.predict(batches, steps=n_batches, verbose=0)
     return np.asarray(probabilities, np.float32).reshape(-1)[: index.n_tiles]
+
+
+def _padded(batch: np.ndarray, size: int) -> np.ndarray:
+    """The batch filled up to `size` rows with blank tiles (their scores are dropped)."""
+    if len(batch) >= size:
+        return batch
+    return np.concatenate([batch, np.zeros((size - len(batch), *batch.shape[1:]), batch.dtype)])
 
 
 class EvaluationCallback(keras.callbacks.Callback):
@@ -123,6 +152,10 @@ class EvaluationCallback(keras.callbacks.Callback):
         if schedule.lr != lr_used:
             self.model.optimizer.learning_rate.assign(schedule.lr)
         now = time.monotonic()
+        timing = IntervalTiming(
+            self.record.run_key["steps_per_eval"] * self.record.run_key["global_batch"], started - self.started,
+            self.val_index.n_tiles, now - started,
+        )
         self.record.validation_seconds += now - started
         self.record.seconds += now - self.started
         self.started = now
@@ -144,6 +177,8 @@ class EvaluationCallback(keras.callbacks.Callback):
             f"eval {eval_step}: train_loss {self.record.history[-1]['train_loss']:.4f} val_slide_auc {auc:.4f} "
             f"val_loss {val_loss:.4f} lr {lr_used:g}{' (best)' if improved else ''}"
         )
+        left = evaluations_left(eval_step, schedule.since_best, self.settings.max_evals, self.settings.stop_patience)
+        self.log(f"eval {eval_step}: {timing.progress_line(self.record.seconds, *left)}")
         if schedule.stop_reason is not None:
             self.model.stop_training = True
         if self.after_evaluation is not None:
@@ -164,12 +199,16 @@ def train(
     `after_evaluation(eval_step)` is called after each checkpoint is written (tests use it to simulate a kill).
     """
     _check_indexes(train_index, val_index, settings, run, log)
-    policy = mixed_precision_policy(settings.mixed_precision, has_gpu())
+    devices = select_devices(settings.device)
+    policy = mixed_precision_policy(settings.mixed_precision, devices.has_gpu, devices.capability)
+    determinism = apply_determinism(devices.backend, settings.deterministic)
     keras.utils.set_random_seed(run.run_seed)
-    with dtype_policy(policy), data_parallel() as n_replicas:
+    with dtype_policy(policy), data_parallel(devices) as n_replicas:
+        facts = device_facts(devices, n_replicas, settings.deterministic)
+        log(_device_line(facts, policy, determinism))
         run_key = _run_key(train_index, val_index, settings, run, policy, n_replicas)
         model = build_model(settings.input_px, bn_momentum=settings.bn_momentum)
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate=settings.learning_rate), loss="binary_crossentropy")
+        model.compile(optimizer=optimizer_for(policy, settings.learning_rate), loss="binary_crossentropy")
         # Built before the first step, the optimizer's variables exist when fit() traces its train function, which
         # is then traced once instead of twice (measured: 53 -> 30 s to the first step on CPU at 75 px).
         model.optimizer.build(model.trainable_variables)
@@ -186,7 +225,28 @@ def train(
             )
             _fit(model, train_index, settings, record, callback)
             record, best_weights = callback.record, callback.best_weights
-    return _write_outputs(record, best_weights, settings, outputs, train_index, val_index)
+        metrics = _write_outputs(record, best_weights, settings, outputs, (train_index, val_index), facts)
+    remove_checkpoints(outputs.checkpoint)  # the outputs are complete: resuming is no longer needed
+    return metrics
+
+
+def _device_line(facts: dict, policy: str, determinism: str) -> str:
+    """The log line naming where and how the training computes, with the library versions."""
+    versions = ", ".join(f"{name} {version}" for name, version in facts["versions"].items())
+    return (
+        f"devices: {facts['device']} x{facts['n_devices']} {facts['device_names']} (compute capability "
+        f"{facts['compute_capability']}), backend {facts['backend']}, policy {policy}, deterministic "
+        f"{facts['deterministic']} ({determinism}); {versions}"
+    )
+
+
+def check_backend(settings: TrainingSettings) -> None:
+    """Refuse to train when Keras runs another backend than training.backend (KERAS_BACKEND was set too late)."""
+    if keras.backend.backend() != settings.backend:
+        raise RuntimeError(
+            f"training.backend is {settings.backend} but Keras runs {keras.backend.backend()}: set KERAS_BACKEND "
+            "before keras is imported (workflow_scripts.learning.backend_setup.prepare_backend)"
+        )
 
 
 def _check_indexes(
@@ -194,6 +254,7 @@ def _check_indexes(
 ) -> None:
     """Validate settings, refuse a run without training tiles and warn about one without validation tiles."""
     settings.validate()
+    check_backend(settings)
     if train_index.n_tiles == 0:
         raise ValueError(
             f"trait {run.trait} split {run.split}: no training tiles (no labelled training slide passed QC)"
@@ -251,10 +312,11 @@ def _write_outputs(
     best_weights: Path | None,
     settings: TrainingSettings,
     outputs: TrainingOutputs,
-    train_index: TileIndex,
-    val_index: TileIndex,
+    indexes: tuple[TileIndex, TileIndex],
+    facts: dict,
 ) -> dict:
     """Save the best weights as a float32 inference model, the history table and the metrics; return the metrics."""
+    train_index, val_index = indexes
     if best_weights is None:
         raise RuntimeError(
             f"trait {record.run_key['trait']} split {record.run_key['split']}: training ended before any evaluation"
@@ -264,7 +326,11 @@ def _write_outputs(
     export.set_weights(read_arrays(best_weights, "model"))
     save_model(export, outputs.model)
     write_history(record.history, outputs.history)
-    metrics = run_metrics(record, train_index, val_index)
+    metrics = run_metrics(record, train_index, val_index, facts)
+    n_gpus = record.run_key["global_batch"] // settings.batch_size if has_gpu() else 0
+    metrics.update(measured_resources(
+        record.seconds, record.eval_step * val_index.n_tiles, record.validation_seconds, n_gpus, keras.backend.backend()
+    ))
     write_metrics_file(metrics, outputs.metrics)
     return metrics
 
@@ -279,7 +345,13 @@ def train_from_tables(
     outputs: TrainingOutputs,
     log: Callable[[str], None] = print,
 ) -> dict:
-    """Select the trait/split's slides from the labels, splits and QC tables and train on their tile stores."""
+    """Select the trait/split's slides from the labels, splits and QC tables and train on their tile stores.
+
+    The devices are checked first: a job given a GPU it cannot use fails before reading any table or tile.
+    """
+    settings.validate()
+    check_backend(settings)
+    select_devices(settings.device)
     labels = read_labels(labels_path)
     splits = read_splits(splits_path)
     qc = read_qc_table(qc_path)

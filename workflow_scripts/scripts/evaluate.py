@@ -7,8 +7,8 @@ log = get_logger(__name__, snakemake.log[0])
 from workflow_scripts.analysis.evaluate import EvaluationInputs, EvaluationOutputs, write_evaluation
 
 write_evaluation(
-    EvaluationInputs(snakemake.input.predictions, snakemake.input.metrics, snakemake.input.labels,
-                     snakemake.input.splits, snakemake.input.qc),
+    EvaluationInputs(snakemake.input.predictions, snakemake.input.metrics, snakemake.input.histories,
+                     snakemake.input.labels, snakemake.input.splits, snakemake.input.qc),
     EvaluationOutputs(snakemake.output.members, snakemake.output.slide_scores, snakemake.output.table1,
                       snakemake.output.spearman, snakemake.output.figure_png, snakemake.output.figure_pdf),
     list(snakemake.params.traits),

@@ -1,6 +1,7 @@
-"""Snakemake script: provide an input file from a local path (symlinked) or by GDC file id (downloaded).
+"""Snakemake script: provide an input file from a local path (symlinked), by GDC file id or by URL (downloaded).
 
-A GDC file id is verified against the md5 and size the GDC API reports for it; a pinned md5 must agree."""
+A GDC file id is verified against the md5 and size the GDC API reports for it; a pinned md5 must agree. A URL
+(optionally a member of a .tar.gz it serves) is fetched without the GDC token (inputs/url_source.py)."""
 
 from workflow_scripts.common.logs import get_logger
 

@@ -11,7 +11,8 @@ table = write_heterogeneity(
     snakemake.input.qc,
     snakemake.input.cartography,
     snakemake.input.stores,
-    HtaSettings(int(snakemake.params.hta_region), int(snakemake.params.permutations), int(snakemake.params.seed)),
+    HtaSettings(int(snakemake.params.hta_region), int(snakemake.params.permutations), int(snakemake.params.seed),
+                str(snakemake.params.hta_log_base)),
     HeterogeneityOutputs(snakemake.output.hti, snakemake.output.maps, snakemake.output.gallery),
     log,
 )

@@ -1,23 +1,37 @@
-"""Snakemake script: score every QC-passed slide's tiles with all split models of one trait."""
+"""Snakemake script: score every QC-passed slide's tiles with all split models of one trait.
 
+Like scripts/train.py it sets the Keras backend and the visible devices before anything imports keras.
+"""
+
+import os
 from pathlib import Path
 
 from workflow_scripts.common.logs import get_logger
 
 log = get_logger(__name__, snakemake.log[0])
 
+from workflow_scripts.learning.backend_setup import prepare_backend
+from workflow_scripts.learning.settings import TrainingSettings
+
+# Batch size, decoding workers, backend and device only change how the job runs (the models are backend-neutral
+# .keras files): read from snakemake.config, not tracked as params (rules/common.smk CONFIG_KEYS), so editing them
+# reruns nothing.
+runtime = snakemake.config["training"]
+keys = ("predict_batch_size", "workers", "backend", "device", "deterministic")
+settings = TrainingSettings.from_config({key: runtime[key] for key in keys})
+log.info("job sees CUDA_VISIBLE_DEVICES=%s", os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"))
+log.info(
+    "training.backend %s, device %s: set %s before importing keras",
+    settings.backend, settings.device, prepare_backend(settings.backend, settings.device, settings.deterministic),
+)
+
 from workflow_scripts.learning.model import limit_cpu_threads
 
 limit_cpu_threads(int(snakemake.threads))  # before the backend runs anything
 
 from workflow_scripts.learning.predict import predict_trait
-from workflow_scripts.learning.settings import TrainingSettings
 from workflow_scripts.slides.qc_table import read_passed_slides
 
-# Batch size and decoding workers only change how the job runs: read from snakemake.config, not tracked as params
-# (rules/common.smk CONFIG_KEYS), so editing them reruns nothing.
-runtime = snakemake.config["training"]
-settings = TrainingSettings.from_config({key: runtime[key] for key in ("predict_batch_size", "workers")})
 passed = set(read_passed_slides(snakemake.input.qc)["slide_id"])
 stores = [Path(path) for path in snakemake.input.stores if Path(path).stem in passed]
 written = predict_trait(
@@ -28,6 +42,7 @@ written = predict_trait(
     trait=str(snakemake.params.trait),
     batch_size=settings.predict_batch_size,
     workers=settings.workers,
+    device=settings.device,
     log=log.info,
 )
 log.info("predictions of %d slides written", len(written))
