@@ -13,7 +13,7 @@ from lifelines.statistics import proportional_hazard_test
 from scipy.stats import kruskal, mannwhitneyu
 
 from test_survival import _cohort
-from workflow_scripts.analysis.cox import cox_models, stage_category
+from workflow_scripts.analysis.cox import cox_models, pooled_stages, stage_category
 from workflow_scripts.analysis.group_tests import Panel, clinical_panels, group_test, group_test_table
 from workflow_scripts.analysis.survival import (
     SurvivalSettings,
@@ -70,6 +70,32 @@ def test_settings_from_config_check_their_keys():
 )
 def test_stage_is_collapsed_to_four_categories(value, expected):
     assert stage_category(value) == expected
+
+
+def test_sparse_stages_are_pooled_towards_the_middle():
+    # I: 2 patients, II: 6, III: 5, IV: 1 -> I joins II (first sparse level), then IV joins III
+    stage = pd.Series(["I"] * 2 + ["II"] * 6 + ["III"] * 5 + ["IV"] + [""])
+    pooled, notes = pooled_stages(stage, 5)
+    assert pooled.tolist() == ["I-II"] * 8 + ["III-IV"] * 6 + [""]
+    assert notes == ["stage I (2 patients) pooled with II", "stage IV (1 patients) pooled with III"]
+    # a middle level goes to its smaller neighbour: II (3) between I (9) and III (6) joins III
+    pooled, _ = pooled_stages(pd.Series(["I"] * 9 + ["II"] * 3 + ["III"] * 6), 5)
+    assert pooled.tolist() == ["I"] * 9 + ["II-III"] * 9
+
+
+def test_adjusted_cox_with_one_stage_iv_patient_fits_the_pooled_model():
+    cohort = _cohort(60, seed=5)
+    cohort["stage"] = ["Stage I"] * 20 + ["Stage IIA"] * 20 + ["Stage IIIB"] * 19 + ["Stage IV"]
+    adjusted = cox_models(cohort).set_index(["model", "covariate"]).loc["hti+age+stage"]
+    assert set(adjusted.index) == {"hti", "age", "stage_II", "stage_III-IV"}
+    assert adjusted["exclusions"].iloc[0] == "stage IV (1 patients) pooled with III"
+    frame = pd.DataFrame({"os_months": cohort["os_months"], "os_event": cohort["os_event"],
+                          "hti": cohort["hti"], "age": cohort["age"].astype(float),
+                          "stage_II": [0.0] * 20 + [1.0] * 20 + [0.0] * 20,
+                          "stage_III-IV": [0.0] * 40 + [1.0] * 20})
+    fitter = CoxPHFitter().fit(frame, "os_months", "os_event")
+    assert adjusted.loc["stage_III-IV", "hr"] == pytest.approx(np.exp(fitter.params_["stage_III-IV"]), rel=1e-5)
+    assert adjusted.loc["hti", "hr"] == pytest.approx(np.exp(fitter.params_["hti"] / 10), rel=1e-5)
 
 
 def test_adjusted_cox_uses_stage_categories_and_excludes_unknown_stage():

@@ -5,7 +5,8 @@ Models (rows of survival/cox.tsv, one per model and covariate, COX_COLUMNS):
   `hr` and its 95% CI are per 0.1 HTI (`unit`); exp(coef_per_unit / 10) of an unscaled fit is the same number.
 - `hti+age+stage` (role adjusted; named after the adjusters actually available): HTI adjusted for age (per year)
   and AJCC stage as a categorical covariate, sub-stages collapsed (Stage IIB -> II), the lowest stage present is
-  the reference (`stage_II` = stage II vs that reference). Patients with an unknown stage (empty, Stage X) or age
+  the reference (`stage_II` = stage II vs that reference). A stage with fewer than MIN_STAGE_PATIENTS patients is
+  pooled with its neighbour towards stage II-III (`stage_III-IV`; `exclusions` says which). Patients with an unknown stage (empty, Stage X) or age
   are excluded from this model only: `excluded` counts them and `exclusions` says why.
 Every estimated row has n, events, the model's concordance index and the proportional-hazards test of its
 covariate (lifelines.statistics.proportional_hazard_test, rank time transform: a small `ph_p` questions the model).
@@ -23,6 +24,7 @@ import pandas as pd
 
 HTI_SCALE = 10  # HTI per 0.1: coefficients and hazard ratios are reported per 0.1 HTI
 STAGES = ("I", "II", "III", "IV")
+MIN_STAGE_PATIENTS = 5  # a stage with fewer patients is pooled with its neighbour: one patient per level cannot be fitted
 COX_COLUMNS = [
     "model", "role", "covariate", "unit", "coef", "hr", "hr_ci_low", "hr_ci_high", "p", "n", "events", "excluded",
     "exclusions", "concordance", "ph_statistic", "ph_p", "note",
@@ -55,6 +57,35 @@ def stage_category(value: object) -> str:
     return STAGES[int(token) - 1] if token.isdigit() else token
 
 
+def pooled_stages(stage: pd.Series, minimum: int) -> tuple[pd.Series, list[str]]:
+    """Stages with fewer than `minimum` patients merged into the neighbour towards the middle, and what was merged."""
+    groups = [[level] for level in STAGES if (stage == level).any()]
+    notes = []
+    while len(groups) > 1:
+        sizes = [int(stage.isin(group).sum()) for group in groups]
+        sparse = [index for index, size in enumerate(sizes) if size < minimum]
+        if not sparse:
+            break
+        index = sparse[0]
+        if index == 0:
+            neighbour = 1
+        elif index == len(groups) - 1:
+            neighbour = index - 1
+        else:
+            neighbour = index - 1 if sizes[index - 1] <= sizes[index + 1] else index + 1
+        notes.append(f"stage {'-'.join(groups[index])} ({sizes[index]} patients) pooled with "
+                     f"{'-'.join(groups[neighbour])}")
+        low, high = sorted((index, neighbour))
+        groups[low:high + 1] = [groups[low] + groups[high]]
+    names = {level: "-".join(group) for group in groups for level in group}
+    return stage.map(lambda value: names.get(value, value)), notes
+
+
+def _stage_order(values: pd.Series) -> pd.Series:
+    """Sort key of (pooled) stage names by their first stage."""
+    return values.map(lambda value: STAGES.index(value.split("-")[0]) if value else -1)
+
+
 def hti_design(cohort: pd.DataFrame) -> Design:
     """The primary model: continuous HTI (per 0.1) alone, on every cohort patient with an HTI."""
     frame = _survival_columns(cohort).assign(hti=pd.to_numeric(cohort["hti"], errors="coerce") * HTI_SCALE)
@@ -73,7 +104,9 @@ def adjusted_design(cohort: pd.DataFrame) -> Design | None:
     if age.notna().any() and age.nunique() > 1:
         frame, units["age"] = frame.assign(age=age), "per year"
         reasons.append(("age unknown", age.isna() & known))
-    levels = [level for level in STAGES if (stage[known & (stage != "")] == level).any()]
+    stage, pooled = pooled_stages(stage[known], MIN_STAGE_PATIENTS)
+    stage = stage.reindex(cohort.index, fill_value="")
+    levels = list(dict.fromkeys(stage[known & (stage != "")].sort_values(key=_stage_order)))
     if len(levels) > 1:
         reasons.append(("stage unknown", (stage == "") & known))
         for level in levels[1:]:
@@ -83,7 +116,7 @@ def adjusted_design(cohort: pd.DataFrame) -> Design | None:
         return None
     adjusters = [name for name in ("age", "stage") if any(key.startswith(name) for key in units)]
     kept = frame.dropna()
-    exclusions = "; ".join(f"{reason}: {int(mask.sum())}" for reason, mask in reasons if mask.any())
+    exclusions = "; ".join([f"{reason}: {int(mask.sum())}" for reason, mask in reasons if mask.any()] + pooled)
     return Design("hti+" + "+".join(adjusters), "adjusted", kept.reset_index(drop=True), units,
                   int(known.sum()) - len(kept), exclusions)
 
