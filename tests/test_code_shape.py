@@ -110,3 +110,23 @@ def test_owner_modules_exist_and_state_their_contract() -> None:
     for relative in ("slides/qc_table.py", "learning/labels.py", "learning/splits.py", "analysis/ensemble.py"):
         docstring = ast.get_docstring(ast.parse((PACKAGE / relative).read_text())) or ""
         assert re.search(r"column|Contract", docstring), f"{relative}: the docstring must state its table's columns"
+
+
+def test_analysis_and_input_stages_import_no_deep_learning_framework() -> None:
+    """envs/analysis.yaml and envs/inputs.yaml carry no Keras: those stages' modules must not pull it in."""
+    import subprocess
+    import sys
+
+    modules = sorted(
+        "workflow_scripts." + ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
+        for folder in ("analysis", "inputs", "slides", "common")
+        for path in (PACKAGE / folder).glob("*.py")
+        if path.name != "__init__.py"
+    )
+    code = (
+        "import sys\n"
+        + "".join(f"import {module}\n" for module in modules)
+        + "print(sorted(m for m in ('keras', 'tensorflow', 'jax', 'torch') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert result.stdout.strip() == "[]", result.stdout

@@ -5,9 +5,10 @@ Models (rows of survival/cox.tsv, one per model and covariate, COX_COLUMNS):
   `hr` and its 95% CI are per 0.1 HTI (`unit`); exp(coef_per_unit / 10) of an unscaled fit is the same number.
 - `hti+age+stage` (role adjusted; named after the adjusters actually available): HTI adjusted for age (per year)
   and AJCC stage as a categorical covariate, sub-stages collapsed (Stage IIB -> II), the lowest stage present is
-  the reference (`stage_II` = stage II vs that reference). A stage with fewer than MIN_STAGE_PATIENTS patients is
-  pooled with its neighbour towards stage II-III (`stage_III-IV`; `exclusions` says which). Patients with an unknown stage (empty, Stage X) or age
-  are excluded from this model only: `excluded` counts them and `exclusions` says why.
+  the reference (`stage_II` = stage II vs that reference). A stage with fewer than MIN_STAGE_PATIENTS patients
+  is pooled with its neighbour towards stage II-III (`stage_III-IV`; `exclusions` says which). Patients with an
+  unknown stage (empty, Stage X) or age are excluded from this model only: `excluded` counts them and `exclusions`
+  says why.
 Every estimated row has n, events, the model's concordance index and the proportional-hazards test of its
 covariate (lifelines.statistics.proportional_hazard_test, rank time transform: a small `ph_p` questions the model).
 Degenerate data (too few patients, no event, a constant covariate, a failed fit) gives NaN rows with a `note`.
@@ -24,7 +25,8 @@ import pandas as pd
 
 HTI_SCALE = 10  # HTI per 0.1: coefficients and hazard ratios are reported per 0.1 HTI
 STAGES = ("I", "II", "III", "IV")
-MIN_STAGE_PATIENTS = 5  # a stage with fewer patients is pooled with its neighbour: one patient per level cannot be fitted
+# a stage with fewer patients is pooled with its neighbour: a level of one patient cannot be fitted
+MIN_STAGE_PATIENTS = 5
 COX_COLUMNS = [
     "model", "role", "covariate", "unit", "coef", "hr", "hr_ci_low", "hr_ci_high", "p", "n", "events", "excluded",
     "exclusions", "concordance", "ph_statistic", "ph_p", "note",

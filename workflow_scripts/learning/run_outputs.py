@@ -26,13 +26,16 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from workflow_scripts.common.atomic import atomic_path
 from workflow_scripts.common.tables import read_table, write_tsv
-from workflow_scripts.learning.checkpoint import RunRecord
-from workflow_scripts.learning.tiledata import TileIndex
+
+if TYPE_CHECKING:  # annotations only: the analysis stage reads these files without Keras (envs/analysis.yaml)
+    from workflow_scripts.learning.checkpoint import RunRecord
+    from workflow_scripts.learning.tiledata import TileIndex
 
 HISTORY_COLUMNS = ["eval_step", "epoch_fraction", "train_loss", "val_slide_auc", "lr", "val_loss"]
 METRICS_KEYS = (
