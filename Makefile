@@ -44,6 +44,9 @@ endif
 
 demo: venv
 	$(BIN)/snakemake --cores $(CORES)
+	# report.zip: images and the viewer as separate files that open in place (unzip, open report/report.html);
+	# report.html: one self-contained page, in which Chromium does not open the 21 MB viewer (open viewer/index.html)
+	$(BIN)/snakemake --report results/demo/report.zip
 	$(BIN)/snakemake --report results/demo/report.html
 
 test: venv

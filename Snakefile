@@ -9,6 +9,7 @@ include: "rules/labels.smk"
 include: "rules/training.smk"
 include: "rules/evaluation.smk"
 include: "rules/heterogeneity.smk"
+include: "rules/report.smk"
 
 
 report: "rules/report/workflow.rst"

@@ -10,6 +10,14 @@ from snakemake.utils import min_version, validate
 
 # The DAG reads the slide and QC tables through their format owners in the package.
 sys.path.insert(0, workflow.basedir)
+from workflow_scripts.analysis.report_labels import (
+    map_labels,
+    read_named_hti,
+    read_named_qc,
+    survival_figure_place,
+    thumbnail_labels,
+)
+from workflow_scripts.analysis.report_tables import REPORT_PAGES
 from workflow_scripts.demo.config import DemoConfig
 from workflow_scripts.inputs.slidetable import read_slide_table
 from workflow_scripts.learning.labels import LabelSettings
@@ -275,6 +283,8 @@ CONFIG_KEYS = {
             "conda_env",
         ),
     },
+    # the viewer's slide images: both keys change viewer/index.html
+    "viewer": {"output": ("max_px", "jpeg_quality")},
 }
 
 
@@ -472,8 +482,13 @@ def final_outputs(wildcards):
         f"{RESULTS}/evaluation/table1.tsv",
         f"{RESULTS}/evaluation/spearman.tsv",
         f"{RESULTS}/heterogeneity/hti.tsv",
+        f"{RESULTS}/qupath",
+        f"{RESULTS}/viewer",
         f"{RESULTS}/survival/logrank.tsv",
         f"{RESULTS}/survival/cox.tsv",
+        *(f"{RESULTS}/report/{name}.html" for name in REPORT_PAGES),
+        f"{RESULTS}/report/maps",
+        f"{RESULTS}/report/thumbnails",
     ]
 
 
@@ -494,3 +509,38 @@ TRAINING_CONDA_ENVS = {
 def training_conda_env():
     """The conda env file of the training and inference rules, chosen by config training.conda_env."""
     return TRAINING_CONDA_ENVS[config["training"]["conda_env"]]
+
+
+# Labels and subcategories of the report's per-slide and per-figure items (rules/tiling.smk, heterogeneity.smk).
+def report_hti(path):
+    """hti.tsv with the slides' short names, parsed once per version of the file (one map label asks per slide)."""
+    return read_table_version(read_named_hti, path, os.stat(path).st_mtime_ns)
+
+
+def report_map_labels(wildcards, input):
+    """Labels of one heterogeneity map in the report: short slide name, HTI and HTA."""
+    return map_labels(wildcards.name, report_hti(input.hti))
+
+
+def report_thumbnail_labels(wildcards, input):
+    """Labels of one QC thumbnail in the report: short slide name and QC verdict."""
+    path = input.qc
+    qc = read_table_version(read_named_qc, path, os.stat(path).st_mtime_ns)
+    return thumbnail_labels(wildcards.name, qc)
+
+
+def report_thumbnails(wildcards):
+    """The QC thumbnail of every slide of the cohort (tile_slide writes one also for a slide that fails)."""
+    return expand(
+        f"{RESULTS}/qc/thumbnails/{{slide_id}}.png", slide_id=slide_table()["slide_id"]
+    )
+
+
+def report_survival_subcategory(wildcards):
+    """Subcategory of one survival figure in the report: Kaplan-Meier, Figure 5a, Figure 5b or Figure 6."""
+    return survival_figure_place(wildcards.name)[0]
+
+
+def report_survival_labels(wildcards):
+    """Label of one survival figure in the report, from its file name."""
+    return {"figure": survival_figure_place(wildcards.name)[1]}

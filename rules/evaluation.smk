@@ -20,20 +20,14 @@ rule evaluate:
     output:
         members=f"{RESULTS}/evaluation/ensemble_members.tsv",
         slide_scores=f"{RESULTS}/evaluation/slide_scores.tsv",
-        table1=report(
-            f"{RESULTS}/evaluation/table1.tsv",
-            caption="report/table1.rst",
-            category="3. Evaluation",
-        ),
-        spearman=report(
-            f"{RESULTS}/evaluation/spearman.tsv",
-            caption="report/spearman.rst",
-            category="3. Evaluation",
-        ),
+        table1=f"{RESULTS}/evaluation/table1.tsv",
+        spearman=f"{RESULTS}/evaluation/spearman.tsv",
         figure_png=report(
             f"{RESULTS}/evaluation/figure2.png",
             caption="report/figure2.rst",
             category="3. Evaluation",
+            subcategory="Figure 2",
+            labels={"figure": "Figure 2: slide scores by label"},
         ),
         figure_pdf=f"{RESULTS}/evaluation/figure2.pdf",
     log:

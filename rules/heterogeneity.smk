@@ -49,23 +49,15 @@ rule heterogeneity:
         qc=qc_table_path,
         stores=passed_stores,
     output:
-        hti=report(
-            f"{RESULTS}/heterogeneity/hti.tsv",
-            caption="report/hti.rst",
-            category="4. Heterogeneity",
-        ),
+        hti=f"{RESULTS}/heterogeneity/hti.tsv",
         gallery=report(
             f"{RESULTS}/heterogeneity/gallery.png",
             caption="report/gallery.rst",
             category="4. Heterogeneity",
+            subcategory="Gallery",
+            labels={"figure": "Gallery of maps by HTI"},
         ),
-        maps=report(
-            directory(f"{RESULTS}/heterogeneity/maps"),
-            patterns=["{name}.overlay.png"],
-            caption="report/maps.rst",
-            category="4. Heterogeneity",
-            subcategory="Heterogeneity maps",
-        ),
+        maps=directory(f"{RESULTS}/heterogeneity/maps"),
     log:
         f"{LOGS}/heterogeneity.log",
     benchmark:
@@ -77,6 +69,7 @@ rule heterogeneity:
         permutations=config["heterogeneity"]["permutations"],
         hta_log_base=config["heterogeneity"]["hta_log_base"],
         seed=config["seed"],
+        map_alpha=config["maps"]["alpha"],
     script:
         "../workflow_scripts/scripts/heterogeneity.py"
 
@@ -89,27 +82,17 @@ rule survival:
         splits=f"{RESULTS}/splits/splits.tsv",
         traits=f"{RESULTS}/heterogeneity/traits.tsv",
     output:
-        logrank=report(
-            f"{RESULTS}/survival/logrank.tsv",
-            caption="report/logrank.rst",
-            category="5. Survival",
-        ),
-        cox=report(
-            f"{RESULTS}/survival/cox.tsv",
-            caption="report/cox.rst",
-            category="5. Survival",
-        ),
+        logrank=f"{RESULTS}/survival/logrank.tsv",
+        cox=f"{RESULTS}/survival/cox.tsv",
         cohort=f"{RESULTS}/survival/cohort.tsv",
-        group_tests=report(
-            f"{RESULTS}/survival/group_tests.tsv",
-            caption="report/group_tests.rst",
-            category="5. Survival",
-        ),
+        group_tests=f"{RESULTS}/survival/group_tests.tsv",
         figures=report(
             directory(f"{RESULTS}/survival/figures"),
             patterns=["{name}.png"],
             caption="report/survival_figures.rst",
             category="5. Survival",
+            subcategory=report_survival_subcategory,
+            labels=report_survival_labels,
         ),
     log:
         f"{LOGS}/survival.log",
@@ -121,3 +104,61 @@ rule survival:
         survival=config["survival"],
     script:
         "../workflow_scripts/scripts/survival.py"
+
+
+rule qupath:
+    input:
+        cartography=f"{RESULTS}/cartography",
+        traits=f"{RESULTS}/heterogeneity/traits.tsv",
+        predictions=expand(f"{RESULTS}/predictions/{{trait}}", trait=TRAITS),
+        members=f"{RESULTS}/evaluation/ensemble_members.tsv",
+        qc=qc_table_path,
+        stores=passed_stores,
+    output:
+        qupath=report(
+            directory(f"{RESULTS}/qupath"),
+            patterns=["{name}.geojson"],
+            caption="report/qupath.rst",
+            category="4. Heterogeneity",
+            subcategory="QuPath exports",
+        ),
+    log:
+        f"{LOGS}/qupath.log",
+    benchmark:
+        f"{BENCHMARKS}/qupath.tsv"
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        threshold=config["ensemble"]["threshold"],
+    script:
+        "../workflow_scripts/scripts/qupath.py"
+
+
+rule viewer:
+    input:
+        hti=f"{RESULTS}/heterogeneity/hti.tsv",
+        traits=f"{RESULTS}/heterogeneity/traits.tsv",
+        cartography=f"{RESULTS}/cartography",
+        predictions=expand(f"{RESULTS}/predictions/{{trait}}", trait=TRAITS),
+        members=f"{RESULTS}/evaluation/ensemble_members.tsv",
+        stores=passed_stores,
+    output:
+        viewer=report(
+            directory(f"{RESULTS}/viewer"),
+            htmlindex="index.html",
+            caption="report/viewer.rst",
+            category="4. Heterogeneity",
+            subcategory="Viewer",
+        ),
+    log:
+        f"{LOGS}/viewer.log",
+    benchmark:
+        f"{BENCHMARKS}/viewer.tsv"
+    conda:
+        "../envs/analysis.yaml"
+    params:
+        viewer=output_settings("viewer"),
+        map_alpha=config["maps"]["alpha"],
+        cohort=COHORT,
+    script:
+        "../workflow_scripts/scripts/viewer.py"

@@ -27,11 +27,7 @@ rule labels_summary:
         slides=lambda wildcards: slide_table_checkpoint().get().output.table,
     output:
         labels=f"{RESULTS}/labels/labels.tsv",
-        summary=report(
-            f"{RESULTS}/labels/summary.tsv",
-            caption="report/labels.rst",
-            category="2. Labels",
-        ),
+        summary=f"{RESULTS}/labels/summary.tsv",
     log:
         f"{LOGS}/labels_summary.log",
     benchmark:

@@ -34,11 +34,7 @@ checkpoint qc_summary:
         rows=qc_rows,
         excluded=excluded_slides_table,
     output:
-        table=report(
-            f"{RESULTS}/qc/slides.tsv",
-            caption="report/qc.rst",
-            category="1. Slide QC",
-        ),
+        table=f"{RESULTS}/qc/slides.tsv",
         failures=f"{RESULTS}/qc/failures.tsv",
     log:
         f"{LOGS}/qc_summary.log",

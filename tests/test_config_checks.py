@@ -201,6 +201,18 @@ def heterogeneity_check(section: dict) -> None:
     hta_test(flags, region_size=2, permutations=section["permutations"], seed=0, log_base=section["hta_log_base"])
 
 
+def maps_check(section: dict) -> None:
+    from workflow_scripts.analysis.maps import overlay_alpha
+
+    overlay_alpha(section)
+
+
+def viewer_check(section: dict) -> None:
+    from workflow_scripts.analysis.viewer import ViewerSettings
+
+    ViewerSettings.from_config(section)
+
+
 def survival_check(section: dict) -> None:
     from workflow_scripts.analysis.survival import SurvivalSettings, censor_at
 
@@ -216,6 +228,8 @@ CHECKS: dict[str, Callable[[dict], None]] = {
     "labels": labels_check,
     "demo": demo_check,
     "heterogeneity": heterogeneity_check,
+    "maps": maps_check,
+    "viewer": viewer_check,
     "survival": survival_check,
 }
 
@@ -247,6 +261,9 @@ BOUNDS = [
     ("demo", "tss", ["A1"], ["a1", "ABC"]),
     ("heterogeneity", "permutations", [1], [0]),
     ("heterogeneity", "hta_log_base", ["combinations", "observed"], ["base_2", 2]),
+    ("maps", "alpha", [0, 1], [-0.01, 1.01]),
+    ("viewer", "max_px", [64, 16384], [63, 16385]),
+    ("viewer", "jpeg_quality", [1, 100], [0, 101]),
 ]
 
 

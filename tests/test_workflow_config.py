@@ -48,7 +48,8 @@ def test_rulegraph_covers_every_stage(tmp_path: Path) -> None:
     workdir = make_workdir(tmp_path)
     process = snakemake(workdir, "--rulegraph", "--cores", "1")
     for rule in ("demo_cohort", "qc_summary", "labels_trait", "labels_summary", "clinical", "splits", "train",
-                 "predict", "evaluate", "choose_traits", "cartography", "heterogeneity", "survival"):
+                 "predict", "evaluate", "choose_traits", "cartography", "heterogeneity", "survival", "qupath", "viewer",
+                 "report_tables"):
         assert rule in process.stdout, rule
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +35,10 @@ DOWNSTREAM_OF_ONE_TRAIT = {
     "cartography": 1,
     "heterogeneity": 1,
     "survival": 1,
+    "report_tables": 1,
+    "report_images": 1,
+    "qupath": 1,
+    "viewer": 1,
     "all": 1,
 }
 
@@ -146,6 +152,10 @@ def test_rulegraph_after_the_run_has_every_rule(demo: Path) -> None:
         "cartography",
         "heterogeneity",
         "survival",
+        "report_tables",
+        "report_images",
+        "qupath",
+        "viewer",
     ):
         assert f'label = "{rule}"' in graph, rule
 
@@ -185,7 +195,7 @@ def test_changing_a_survival_threshold_reruns_only_survival(demo: Path) -> None:
     settings["survival"]["thresholds"][1] = {"low_max": 0.25, "high_min": 0.75}
     config = demo / "config" / "thresholds.yaml"
     config.write_text(yaml.safe_dump(settings, sort_keys=False))
-    assert dry_run(demo, "--configfile", str(config)) == {"survival": 1, "all": 1}
+    assert dry_run(demo, "--configfile", str(config)) == {"survival": 1, "report_tables": 1, "all": 1}
 
 
 def override_config(workdir: Path, name: str, overrides: dict) -> Path:
@@ -231,3 +241,36 @@ def test_mpp_override_of_a_slide_not_in_the_cohort_retiles_nothing(demo: Path) -
     overrides = {"tiling": {"mpp_overrides": {"not-a-slide-of-the-demo": 0.25}}}
     config = override_config(demo, "mpp_override_other", overrides)
     assert dry_run(demo, "--configfile", str(config)) == {}
+
+
+def report_json(page: str, name: str) -> dict:
+    """One of the JSON objects (results, categories) that Snakemake's report page declares as `var name = {...};`."""
+    match = re.search(rf"var {name} = (\{{.*?\}});\n", page, flags=re.DOTALL)
+    assert match, f"report.html declares no {name}"
+    return json.loads(match.group(1))
+
+
+def test_report_zip_shows_the_tables_as_html_in_the_pipeline_categories(demo: Path, tmp_path: Path) -> None:
+    snakemake(demo, "--report", str(RESULTS / "report.zip"), timeout=600)
+    with zipfile.ZipFile(demo / RESULTS / "report.zip") as archive:
+        archive.extractall(tmp_path)
+    (report,) = tmp_path.rglob("report.html")
+    (table1_page,) = tmp_path.rglob("table1.html")
+    page = table1_page.read_text(encoding="utf-8")
+    assert page.count("<table") == 1
+    table1 = read(demo, "evaluation/table1.tsv")
+    assert page.count("<tr>") == len(table1) + 1
+    for trait, value in zip(table1["trait"], table1["test_auc_ensemble"]):
+        assert f">{trait}</td>" in page and re.search(rf">{value:.2f}( \[[^<]*)?</td>", page), (trait, value)
+    text = report.read_text(encoding="utf-8")
+    categories = report_json(text, "categories")
+    assert set(categories) == {"1. Slide QC", "2. Labels", "3. Evaluation", "4. Heterogeneity", "5. Survival"}
+    assert not [name for subcategories in categories.values() for name in subcategories if name == "Other"]
+    results = report_json(text, "results")
+    pictures = [result for result in results.values() if result["job_properties"]["rule"] == "report_images"]
+    maps = [result for result in pictures if set(result["labels"]) == {"slide", "HTI", "HTA"}]
+    thumbnails = [result for result in pictures if set(result["labels"]) == {"slide", "QC"}]
+    assert len(maps) == len(passed_slides(read(demo, "qc/slides.tsv"))) and len(pictures) == len(maps) + len(thumbnails)
+    assert len(thumbnails) == len(read(demo, "qc/slides.tsv"))
+    assert all(re.fullmatch(r"TCGA-\w\w-\w{4} DX\d", result["labels"]["slide"]) for result in pictures)
+    assert all(result["mime_type"] == "image/jpeg" for result in pictures)

@@ -36,6 +36,7 @@ class StoreLayout:
     level0_tile_px: float
     thumbnail: np.ndarray | None = None
     downsample: float = 1.0
+    tile_um: float = 0.0  # side of one tile in micrometres (tile_px * mpp), 0 when unknown: the maps' scale bar
 
 
 def read_store_layout(path: str | os.PathLike, with_thumbnail: bool = False) -> StoreLayout:
@@ -49,6 +50,7 @@ def read_store_layout(path: str | os.PathLike, with_thumbnail: bool = False) -> 
             level0_tile_px=float(store.attrs["level0_tile_px"]),
             thumbnail=np.asarray(store.thumbnail) if with_thumbnail else None,
             downsample=store.thumbnail_downsample if with_thumbnail else 1.0,
+            tile_um=float(store.attrs["tile_px"]) * float(store.attrs["mpp"]),
         )
 
 

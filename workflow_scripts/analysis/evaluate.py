@@ -26,7 +26,7 @@ import pandas as pd
 from scipy.stats import false_discovery_control, spearmanr
 
 from workflow_scripts.analysis.ensemble import choose_members, chosen_splits, read_metrics, slide_scores, write_members
-from workflow_scripts.common.figures import pyplot, save_figure
+from workflow_scripts.common.figures import GROUP_COLOURS, draw_groups, pyplot, save_figure
 from workflow_scripts.common.seeds import stable_seed
 from workflow_scripts.common.tables import write_tsv
 from workflow_scripts.learning.labels import read_labels
@@ -212,14 +212,34 @@ def ensemble_rows(slide_table: pd.DataFrame, trait: str, set_name: str) -> pd.Da
     return slide_table[chosen].dropna(subset=["score"])
 
 
+def figure2_panel_text(summary: pd.DataFrame | None, trait: str, set_name: str, ci: float = 0.95) -> str:
+    """A Figure 2 panel's AUC with its CI and n as Table 1 gives them, so the picture and the table agree."""
+    if summary is None or trait not in set(summary["trait"]):
+        return ""
+    row = summary[summary["trait"] == trait].iloc[0]
+    auc, low, high = (row[f"{set_name}_auc_ensemble{part}"] for part in ("", "_ci_low", "_ci_high"))
+    n = f"n = {int(row[f'n_{set_name}'])} slides, {int(row[f'n_{set_name}_patients'])} patients"
+    if np.isnan(auc):
+        return f"AUC n/a (one class)\n{n}"
+    interval = f"{ci:.0%} CI {low:.2f}-{high:.2f}" if not np.isnan(low) else f"{ci:.0%} CI n/a"
+    return f"AUC {auc:.2f} ({interval})\n{n}"
+
+
 def plot_figure2(
-    slide_table: pd.DataFrame, traits: list[str], png: str | os.PathLike, pdf: str | os.PathLike, seed: int
+    slide_table: pd.DataFrame,
+    traits: list[str],
+    png: str | os.PathLike,
+    pdf: str | os.PathLike,
+    seed: int,
+    summary: pd.DataFrame | None = None,
+    ci: float = 0.95,
 ) -> None:
-    """Figure 2: ensemble slide scores by reference label per trait (rows) for test, OOD-near, OOD-all (columns)."""
+    """Figure 2: ensemble slide scores by reference label per trait (rows) for test, OOD-near, OOD-all (columns),
+    each panel with Table 1's AUC (CI) and n when `summary` (Table 1) is given."""
     plt = pyplot()
     titles = {"test": "Test", "ood_near": "OOD-near", "ood_all": "OOD-all"}
     figure, axes = plt.subplots(
-        len(traits), len(EVALUATION_SETS), figsize=(3.2 * len(EVALUATION_SETS), 2.8 * len(traits)), squeeze=False
+        len(traits), len(EVALUATION_SETS), figsize=(3.4 * len(EVALUATION_SETS), 3.3 * len(traits)), squeeze=False
     )
     rng = np.random.default_rng(seed)
     for row, trait in enumerate(traits):
@@ -227,13 +247,12 @@ def plot_figure2(
             axis = axes[row][column]
             data = ensemble_rows(slide_table, trait, set_name)
             groups = [data.loc[data["label"] == label, "score"].to_numpy(float) for label in (0, 1)]
-            axis.boxplot(groups, positions=[0, 1], widths=0.5, showfliers=False)
-            for position, values in enumerate(groups):
-                jitter = rng.uniform(-0.12, 0.12, values.size)
-                axis.scatter(position + jitter, values, s=10, alpha=0.7, color=("tab:blue", "tab:red")[position])
-            axis.set_xticks([0, 1], [f"low (n={groups[0].size})", f"high (n={groups[1].size})"])
+            draw_groups(axis, groups, list(GROUP_COLOURS[:2]), rng)
+            axis.set_xticks([0, 1], [f"low\n(n={groups[0].size})", f"high\n(n={groups[1].size})"], fontsize=8)
+            axis.set_xlim(-0.6, 1.6)
             axis.set_ylim(-0.05, 1.05)
-            axis.set_title(f"{trait} - {titles[set_name]}", fontsize=9)
+            text = figure2_panel_text(summary, trait, set_name, ci)
+            axis.set_title(f"{trait} - {titles[set_name]}" + (f"\n{text}" if text else ""), fontsize=8.5)
             if column == 0:
                 axis.set_ylabel("ensemble slide score")
     figure.tight_layout()
@@ -298,6 +317,6 @@ def write_evaluation(
     write_tsv(slide_table, outputs.slide_scores)
     write_tsv(summary, outputs.table1)
     write_tsv(spearman_table(slide_table, labels), outputs.spearman)
-    plot_figure2(slide_table, traits, outputs.figure_png, outputs.figure_pdf, seed)
+    plot_figure2(slide_table, traits, outputs.figure_png, outputs.figure_pdf, seed, summary, float(evaluation["ci"]))
     return summary
 

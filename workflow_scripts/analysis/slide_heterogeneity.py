@@ -13,10 +13,11 @@ import pandas as pd
 
 from workflow_scripts.analysis.cartography import read_cartography, read_store_layout
 from workflow_scripts.analysis.heterogeneity import combination_counts, combination_label, hta_test, hti, select_traits
-from workflow_scripts.analysis.maps import plot_gallery, plot_map
+from workflow_scripts.analysis.maps import DEFAULT_ALPHA, plot_gallery, plot_map
 from workflow_scripts.common.atomic import atomic_path
 from workflow_scripts.common.seeds import stable_seed
 from workflow_scripts.common.tables import read_table, write_tsv
+from workflow_scripts.inputs.barcodes import short_slide_name
 from workflow_scripts.slides.qc_table import read_passed_slides
 
 GALLERY_SIZE = 24
@@ -30,6 +31,7 @@ class HtaSettings:
     permutations: int
     seed: int
     log_base: str = "combinations"  # heterogeneity.hta_log_base: combinations (the paper) or observed (`hta`)
+    map_alpha: float = DEFAULT_ALPHA  # maps.alpha: fill opacity of the overlay maps
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ def slide_row(slide_id: str, patient_id: str, tensor: np.ndarray, traits: list[s
 
 def map_title(row: dict, region: int) -> str:
     """Title of a slide's map, so the picture carries its HTI and HTA numbers."""
-    return (f"{row['slide_id']}\nHTI {row['hti']:.2f}  HTA {row['hta']:.2f} "
+    return (f"{short_slide_name(row['slide_id'])}\nHTI {row['hti']:.2f}  HTA {row['hta']:.2f} "
             f"(p {row['hta_p']:.3g}, region {region})")
 
 
@@ -98,8 +100,9 @@ def write_heterogeneity(
             row = slide_row(slide_id, patient_id, tensor, traits, settings)
             rows.append(row)
             title = map_title(row, settings.region)
-            plot_map(tensor, traits, maps / f"{slide_id}.png", title)
-            plot_map(tensor, traits, maps / f"{slide_id}.overlay.png", title, read_store_layout(stores[slide_id], True))
+            plot_map(tensor, traits, maps / f"{slide_id}.png", title, read_store_layout(stores[slide_id]))
+            plot_map(tensor, traits, maps / f"{slide_id}.overlay.png", title, read_store_layout(stores[slide_id], True),
+                     settings.map_alpha)
             log.info("%s: HTI %.3f HTA %.3f p %.3g (%d positive tiles)", slide_id, row["hti"], row["hta"],
                      row["hta_p"], row["n_positive_tiles"])
         table = pd.DataFrame(rows)

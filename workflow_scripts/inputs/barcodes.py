@@ -168,6 +168,18 @@ def is_tcga_name(text: str) -> bool:
     return True
 
 
+def short_slide_name(slide_id: str, max_chars: int = 24) -> str:
+    """Patient and slide, e.g. 'TCGA-AB-1234 DX1', for figure titles that must stay short; other names are cut."""
+    stem = str(slide_id).split(".", 1)[0]
+    try:
+        barcode = parse_barcode(stem)
+    except ValueError:
+        return stem if len(stem) <= max_chars else stem[: max_chars - 1] + "\u2026"
+    if barcode.slide_type is None:
+        return barcode.patient_id
+    return f"{barcode.patient_id} {barcode.slide_type}{barcode.slide_order}"
+
+
 def normalise_sample_types(codes: Iterable[str | int]) -> tuple[str, ...]:
     """Two-digit sample type codes from config values ("01", "1" or the integer YAML makes of an unquoted 01)."""
     if isinstance(codes, (str, int)):
