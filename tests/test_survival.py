@@ -29,6 +29,7 @@ from workflow_scripts.common.tables import read_table
 from workflow_scripts.inputs.clinical import CLINICAL_COLUMNS, TEXT_COLUMNS, write_clinical
 from workflow_scripts.learning.labels import write_labels
 from workflow_scripts.learning.predictions import read_predictions
+from workflow_scripts.learning.run_outputs import write_history
 from workflow_scripts.learning.splits import write_splits
 from workflow_scripts.slides.qc_table import write_qc_table
 from workflow_scripts.slides.tilestore import write_tile_store
@@ -165,11 +166,14 @@ SNAKEFILE = """
 SCRIPTS = "{scripts}"
 TRAITS = ["A", "B"]
 SLIDES = {slides}
+SURVIVAL = {{"thresholds": [{{"low_max": 0.5, "high_min": 0.5}}, {{"low_max": 0.3, "high_min": 0.7}}],
+            "max_months": None, "drop_zero_hti": False}}
 rule all:
     input: "survival/logrank.tsv", "survival/cox.tsv"
 rule evaluate:
     input: predictions=expand("predictions/{{t}}", t=TRAITS),
            metrics=expand("models/{{t}}/split_{{k}}/metrics.json", t=TRAITS, k=range(3)),
+           histories=expand("models/{{t}}/split_{{k}}/history.tsv", t=TRAITS, k=range(3)),
            labels=expand("labels/{{t}}.tsv", t=TRAITS), splits="splits/splits.tsv", qc="qc/slides.tsv"
     output: members="evaluation/ensemble_members.tsv", slide_scores="evaluation/slide_scores.tsv",
             table1="evaluation/table1.tsv", spearman="evaluation/spearman.tsv",
@@ -195,7 +199,7 @@ rule heterogeneity:
     input: cartography="cartography", traits="heterogeneity/traits.tsv", qc="qc/slides.tsv",
            stores=expand("tiles/{{s}}.h5", s=SLIDES)
     output: hti="heterogeneity/hti.tsv", gallery="heterogeneity/gallery.png", maps=directory("heterogeneity/maps")
-    params: hta_region=2, seed=42, permutations=20
+    params: hta_region=2, seed=42, permutations=20, hta_log_base="combinations", map_alpha=0.35
     log: "logs/heterogeneity.log"
     script: SCRIPTS + "/heterogeneity.py"
 rule survival:
@@ -203,8 +207,7 @@ rule survival:
            splits="splits/splits.tsv", traits="heterogeneity/traits.tsv"
     output: logrank="survival/logrank.tsv", cox="survival/cox.tsv", cohort="survival/cohort.tsv",
             group_tests="survival/group_tests.tsv", figures=directory("survival/figures")
-    params: survival={{"thresholds": [{{"low_max": 0.5, "high_min": 0.5}}, {{"low_max": 0.3, "high_min": 0.7}}],
-                       "max_months": None, "drop_zero_hti": False}}
+    params: survival=SURVIVAL
     log: "logs/survival.log"
     script: SCRIPTS + "/survival.py"
 """
@@ -227,7 +230,9 @@ def test_scripts_run_under_snakemake(tmp_path, repo_root):
         path = tmp_path / "models" / row["trait"] / f"split_{row['split']}" / "metrics.json"
         path.parent.mkdir(parents=True)
         path.write_text(json.dumps({"best_val_slide_auc": row["best_val_slide_auc"], "split": int(row["split"]),
-                                    "trait": row["trait"]}))
+                                    "trait": row["trait"], "best_eval_step": 1}))
+        write_history([{"eval_step": 1, "epoch_fraction": 0.5, "train_loss": 0.6, "val_slide_auc": 0.7, "lr": 0.01,
+                        "val_loss": 0.1 * (row["split"] + 1)}], path.with_name("history.tsv"))
     for trait, rows in labels.groupby("trait"):
         (tmp_path / "labels").mkdir(exist_ok=True)
         write_labels(rows, tmp_path / "labels" / f"{trait}.tsv")
