@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 import numpy as np
+import pandas as pd
 
 from workflow_scripts.analysis.ensemble import align_by_coords, chosen_splits, ensemble_positive, read_members
 from workflow_scripts.common.atomic import atomic_path
@@ -120,6 +121,17 @@ def slide_predictions(
     return predictions
 
 
+def passed_layouts(
+    slides: pd.DataFrame, store_paths: Sequence[str | os.PathLike]
+) -> Iterator[tuple[str, StoreLayout]]:
+    """(slide_id, tile layout) of every QC-passed slide in `slides`, refusing a slide whose store was not given."""
+    stores = {Path(path).stem: path for path in store_paths}
+    for slide_id in slides["slide_id"]:
+        if slide_id not in stores:
+            raise FileNotFoundError(f"no tile store given for QC-passed slide {slide_id}")
+        yield slide_id, read_store_layout(stores[slide_id])
+
+
 def write_cartographies(
     prediction_paths: Sequence[str | os.PathLike],
     members_path: str | os.PathLike,
@@ -135,14 +147,10 @@ def write_cartographies(
     prediction_dirs = {Path(path).name: Path(path) for path in prediction_paths}
     members_table = read_members(members_path)
     members = [chosen_splits(members_table, trait) for trait in traits]
-    stores = {Path(path).stem: path for path in store_paths}
     slides = read_passed_slides(qc_path)
     with atomic_path(directory) as folder:
         folder.mkdir()
-        for slide_id in slides["slide_id"]:
-            if slide_id not in stores:
-                raise FileNotFoundError(f"no tile store given for QC-passed slide {slide_id}")
-            layout = read_store_layout(stores[slide_id])
+        for slide_id, layout in passed_layouts(slides, store_paths):
             tensor = slide_cartography(layout, slide_predictions(prediction_dirs, slide_id, traits), members, threshold)
             write_cartography(folder / f"{slide_id}.h5", tensor, traits, slide_id)
             log.info("%s: cartography %s, %d tiles", slide_id, tensor.shape, len(layout.coords))

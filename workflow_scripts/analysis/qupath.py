@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from workflow_scripts.analysis.cartography import StoreLayout, read_cartography, read_store_layout, slide_predictions
+from workflow_scripts.analysis.cartography import StoreLayout, passed_layouts, read_cartography, slide_predictions
 from workflow_scripts.analysis.ensemble import align_by_coords, chosen_splits, read_members
 from workflow_scripts.analysis.heterogeneity import (
     combination_ids,
@@ -209,14 +209,10 @@ def write_qupath_exports(
     prediction_dirs = {Path(path).name: Path(path) for path in inputs.predictions}
     members = read_members(inputs.members)
     splits = {trait: chosen_splits(members, trait) for trait in prediction_dirs}
-    stores = {Path(path).stem: path for path in inputs.stores}
     slides = read_passed_slides(inputs.qc)
     with atomic_path(directory) as folder:
         folder.mkdir()
-        for slide_id in slides["slide_id"]:
-            if slide_id not in stores:
-                raise FileNotFoundError(f"no tile store given for QC-passed slide {slide_id}")
-            layout = read_store_layout(stores[slide_id])
+        for slide_id, layout in passed_layouts(slides, inputs.stores):
             source = str(Path(inputs.cartography) / f"{slide_id}.h5")
             tensor, tensor_traits, _ = read_cartography(source)
             tensor = select_traits(tensor, tensor_traits, traits, source)

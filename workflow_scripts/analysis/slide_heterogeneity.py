@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -100,9 +100,9 @@ def write_heterogeneity(
             row = slide_row(slide_id, patient_id, tensor, traits, settings)
             rows.append(row)
             title = map_title(row, settings.region)
-            plot_map(tensor, traits, maps / f"{slide_id}.png", title, read_store_layout(stores[slide_id]))
-            plot_map(tensor, traits, maps / f"{slide_id}.overlay.png", title, read_store_layout(stores[slide_id], True),
-                     settings.map_alpha)
+            layout = read_store_layout(stores[slide_id], with_thumbnail=True)  # one read serves both maps
+            plot_map(tensor, traits, maps / f"{slide_id}.png", title, replace(layout, thumbnail=None))
+            plot_map(tensor, traits, maps / f"{slide_id}.overlay.png", title, layout, settings.map_alpha)
             log.info("%s: HTI %.3f HTA %.3f p %.3g (%d positive tiles)", slide_id, row["hti"], row["hta"],
                      row["hta_p"], row["n_positive_tiles"])
         table = pd.DataFrame(rows)

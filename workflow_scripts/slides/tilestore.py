@@ -274,15 +274,20 @@ def _prepared_tile(
     return tile
 
 
+def _open_store(path: Path) -> h5py.File:
+    """Open a tile store read-only, naming the file when it is not HDF5."""
+    try:
+        return h5py.File(path, "r")
+    except OSError as error:
+        raise TileStoreError(f"{path}: not a readable tile store ({error})") from error
+
+
 class TileStore:
     """Read-only view of one tile store; small arrays load on open, tiles are read and decoded on demand."""
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        try:
-            self._file = h5py.File(self.path, "r")
-        except OSError as error:
-            raise TileStoreError(f"{self.path}: not a readable tile store ({error})") from error
+        self._file = _open_store(self.path)
         try:
             for key in REQUIRED_DATASETS:
                 if key not in self._file:
@@ -356,10 +361,7 @@ class TileReader:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        try:
-            self._file = h5py.File(self.path, "r")
-        except OSError as error:
-            raise TileStoreError(f"{self.path}: not a readable tile store ({error})") from error
+        self._file = _open_store(self.path)
         try:
             self._tiles = self._file["tiles"]
             self.encoding: str = str(self._tiles.attrs["encoding"])
