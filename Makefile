@@ -19,7 +19,7 @@ CORES ?= all
 PYTEST_WORKERS ?= 2
 comma := ,
 
-.PHONY: venv demo test bench lint rulegraph clean
+.PHONY: venv demo demo-features test bench lint rulegraph clean
 
 venv: $(STAMP)
 
@@ -48,6 +48,12 @@ demo: venv
 	# report.html: one self-contained page, in which Chromium does not open the 21 MB viewer (open viewer/index.html)
 	$(BIN)/snakemake --report results/demo/report.zip
 	$(BIN)/snakemake --report results/demo/report.html
+
+# The same synthetic cohort through the features model family (heads on imported planted features), in
+# results/demo_features/; see config/demo_features.yaml.
+demo-features: venv
+	$(BIN)/snakemake --cores $(CORES) --configfile config/demo_features.yaml
+	$(BIN)/snakemake --configfile config/demo_features.yaml --report results/demo_features/report.html
 
 test: venv
 	# --dist loadfile: one worker runs a whole file, so a module fixture (the demo run, the Slurm test cluster)

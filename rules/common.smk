@@ -19,6 +19,9 @@ from workflow_scripts.analysis.report_labels import (
 )
 from workflow_scripts.analysis.report_tables import REPORT_PAGES
 from workflow_scripts.demo.config import DemoConfig
+from workflow_scripts.demo.planted_features import PlantedFeatures
+from workflow_scripts.features.trident_files import find_imported_file
+from workflow_scripts.features.trident_export import trident_patch_folder_name
 from workflow_scripts.inputs.slidetable import read_slide_table
 from workflow_scripts.learning.labels import LabelSettings
 from workflow_scripts.learning.splits import SplitSettings
@@ -181,7 +184,45 @@ def config_cross_problems():
                 f"config key survival.thresholds[{index}]: high_min {pair['high_min']} is below low_max "
                 f"{pair['low_max']}"
             )
-    return problems + config_settings_problems()
+    return problems + config_settings_problems() + feature_config_problems()
+
+
+def feature_config_problems():
+    """Keys of the features family that must agree: where the features come from, and the demo's planted ones."""
+    features = config["features"]
+    imported = features["import"]
+    problems = []
+    if imported["planted"] and config["slides"]["source"] != "synthetic":
+        problems.append(
+            "config key features.import.planted: planted features exist only for slides.source synthetic"
+        )
+    if imported["planted"] and imported["folder"]:
+        problems.append(
+            "config keys features.import.folder and features.import.planted: give one, not both"
+        )
+    if config["model"]["family"] != "features":
+        return problems
+    if features["source"] == "import" and not (
+        imported["folder"] or imported["planted"]
+    ):
+        problems.append(
+            "config key features.import.folder is required when model.family is features and features.source "
+            "is import"
+        )
+    elif (
+        features["source"] == "import"
+        and imported["folder"]
+        and not os.path.isdir(imported["folder"])
+    ):
+        problems.append(
+            f"config key features.import.folder: {imported['folder']!r} is not a folder (relative to "
+            f"{os.getcwd()})"
+        )
+    if features["source"] == "encoder" and not features["encoder"]["name"]:
+        problems.append(
+            "config key features.encoder.name is required when features.source is encoder"
+        )
+    return problems
 
 
 def config_settings_problems():
@@ -193,6 +234,10 @@ def config_settings_problems():
     ]
     if config["slides"]["source"] == "synthetic":
         checks.append((DemoConfig.from_mapping, config["demo"]))
+    if config["features"]["import"]["planted"]:
+        checks.append(
+            (PlantedFeatures.from_config, config["features"]["import"]["planted"])
+        )
     problems = []
     for build, section in checks:
         try:
@@ -285,6 +330,33 @@ CONFIG_KEYS = {
     },
     # the viewer's slide images: both keys change viewer/index.html
     "viewer": {"output": ("max_px", "jpeg_quality")},
+    "model": {"output": ("family",)},
+    "features": {"output": ("source",), "sections": ("encoder", "import", "head")},
+    # what embed's feature stores depend on (a local weights file is also an input, so editing it re-embeds)
+    "features.encoder": {
+        "output": (
+            "name",
+            "weights",
+            "input_px",
+            "normalisation",
+            "pooling",
+            "slides_per_job",
+        ),
+        "runtime": ("batch_size",),
+    },
+    "features.import": {
+        "output": (
+            "folder",
+            "patch_um",
+            "max_unmatched_fraction",
+            "encoder_name",
+            "planted",
+        )
+    },
+    # what a head's trajectory depends on (with the schedule keys of `training`, HEAD_SCHEDULE_KEYS)
+    "features.head": {
+        "output": ("kind", "hidden_units", "dropout", "batch_size", "learning_rate")
+    },
 }
 
 
@@ -337,6 +409,7 @@ wildcard_constraints:
     trait="|".join(re.escape(name) for name in TRAITS),
     split=r"\d+",
     slide_id=r"[^/]+",
+    group=r"g\d+",
 
 
 def slide_table_checkpoint():
@@ -467,6 +540,131 @@ def fetched_sources():
     return fetched
 
 
+# The model family and, for `features`, where each slide's features come from (rules/features.smk).
+MODEL_FAMILY = config["model"]["family"]
+FEATURE_SOURCE = config["features"]["source"]
+FEATURES_DIR = f"{RESULTS}/features"
+# TRIDENT's name for the folder of this tiling's patches (e.g. 20x_512px_0px_overlap), used by the export
+TRIDENT_FOLDER = trident_patch_folder_name(
+    config["tiling"]["target_mpp"], config["tiling"]["tile_px"]
+)
+PLANTED_FEATURES = (
+    config["features"]["import"]["planted"] if SLIDE_SOURCE == "synthetic" else None
+)
+PLANTED_FOLDER = f"{RESOURCES}/trident/{TRIDENT_FOLDER}/features_planted"
+# the keys of `training` a head's trajectory depends on (its batch size and learning rate are features.head's)
+HEAD_SCHEDULE_KEYS = (
+    "evals_per_epoch",
+    "lr_patience",
+    "lr_factor",
+    "stop_patience",
+    "max_evals",
+    "mixed_precision",
+    "max_val_tiles_per_slide",
+    "backend",
+    "deterministic",
+)
+
+
+def embed_settings():
+    """What a slide's feature store depends on: the source and that source's output keys."""
+    section = "features.encoder" if FEATURE_SOURCE == "encoder" else "features.import"
+    return {"source": FEATURE_SOURCE} | output_settings(section)
+
+
+def local_encoder_files():
+    """The encoder's model and weights files that are local paths: inputs of embed, so editing them re-embeds."""
+    encoder = config["features"]["encoder"]
+    return {
+        key: encoder[key]
+        for key in ("name", "weights")
+        if encoder.get(key) and os.path.isfile(encoder[key])
+    }
+
+
+def embed_groups():
+    """Groups of features.encoder.slides_per_job QC-passed slides (sorted by id), by group name g0000, g0001, ..."""
+    slides = sorted(passed_slide_ids())
+    size = config["features"]["encoder"]["slides_per_job"]
+    return {
+        f"g{start // size:04d}": slides[start : start + size]
+        for start in range(0, len(slides), size)
+    }
+
+
+def embed_group_inputs(wildcards):
+    """embed's input for the encoder source: the group's tile stores and the encoder's local files."""
+    slides = embed_groups().get(wildcards.group)
+    if slides is None:
+        raise ValueError(f"no embed group {wildcards.group!r} in this cohort")
+    stores = expand(f"{RESULTS}/tiles/{{slide_id}}.h5", slide_id=slides)
+    return {"stores": stores} | local_encoder_files()
+
+
+def embed_inputs(wildcards):
+    """embed's input for the import source: the slide's tile store and its imported file (or planted folder)."""
+    inputs = {"store": f"{RESULTS}/tiles/{wildcards.slide_id}.h5"}
+    if PLANTED_FEATURES:
+        return inputs | {"imported": PLANTED_FOLDER}
+    found = find_imported_file(
+        config["features"]["import"]["folder"],
+        wildcards.slide_id,
+        os.path.basename(str(slide_row(wildcards.slide_id)["path"])),
+    )
+    # a slide without a file still runs: embed records it as a failure (features/summary.tsv)
+    return inputs | ({"imported": str(found)} if found else {})
+
+
+def feature_rows(wildcards):
+    """The feature row of every QC-passed slide (encoder: the group folders holding them), for the checkpoint."""
+    if FEATURE_SOURCE == "encoder":
+        return expand(f"{FEATURES_DIR}/encoded/{{group}}", group=embed_groups())
+    return expand(
+        f"{FEATURES_DIR}/slides/{{slide_id}}.tsv", slide_id=passed_slide_ids()
+    )
+
+
+def analysis_qc_path(wildcards=None):
+    """The QC table of the stages after the model: qc/slides.tsv, or features/qc.tsv in the features family."""
+    if MODEL_FAMILY == "features":
+        return checkpoints.features_summary.get().output.qc
+    return qc_table_path()
+
+
+def analysed_slide_ids(wildcards=None):
+    """Slides the model scores: QC-passed, and in the features family also with usable features."""
+    path = analysis_qc_path()
+    table = read_table_version(read_qc_table, path, os.stat(path).st_mtime_ns)
+    return list(passed_slides(table)["slide_id"])
+
+
+def analysed_stores(wildcards=None):
+    """Tile stores of the analysed slides."""
+    return expand(f"{RESULTS}/tiles/{{slide_id}}.h5", slide_id=analysed_slide_ids())
+
+
+def analysed_features(wildcards=None):
+    """Feature stores of the analysed slides (features family); for the encoder source, the group folders holding
+    them (scripts pick the analysed slides' files with featurestore.feature_files)."""
+    analysed = analysed_slide_ids()
+    if FEATURE_SOURCE == "encoder":
+        wanted = set(analysed)
+        groups = [
+            name for name, slides in embed_groups().items() if wanted & set(slides)
+        ]
+        return expand(f"{FEATURES_DIR}/encoded/{{group}}", group=groups)
+    return expand(f"{FEATURES_DIR}/{{slide_id}}.h5", slide_id=analysed)
+
+
+def head_schedule_settings():
+    """The `training` keys a head's trajectory depends on: params of train_head."""
+    return {
+        key: config["training"][key]
+        for key in HEAD_SCHEDULE_KEYS
+        if key in config["training"]
+    }
+
+
 def trait_models(wildcards):
     """Every split's model of one trait, ordered by split."""
     return expand(
@@ -489,6 +687,7 @@ def final_outputs(wildcards):
         *(f"{RESULTS}/report/{name}.html" for name in REPORT_PAGES),
         f"{RESULTS}/report/maps",
         f"{RESULTS}/report/thumbnails",
+        *([f"{FEATURES_DIR}/summary.tsv"] if MODEL_FAMILY == "features" else []),
     ]
 
 

@@ -16,7 +16,7 @@ rule evaluate:
         ),
         labels=expand(f"{RESULTS}/labels/{{trait}}.tsv", trait=TRAITS),
         splits=f"{RESULTS}/splits/splits.tsv",
-        qc=qc_table_path,
+        qc=analysis_qc_path,
     output:
         members=f"{RESULTS}/evaluation/ensemble_members.tsv",
         slide_scores=f"{RESULTS}/evaluation/slide_scores.tsv",

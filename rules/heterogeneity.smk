@@ -25,8 +25,8 @@ rule cartography:
     input:
         predictions=expand(f"{RESULTS}/predictions/{{trait}}", trait=TRAITS),
         members=f"{RESULTS}/evaluation/ensemble_members.tsv",
-        qc=qc_table_path,
-        stores=passed_stores,
+        qc=analysis_qc_path,
+        stores=analysed_stores,
     output:
         cartography=directory(f"{RESULTS}/cartography"),
     log:
@@ -46,8 +46,8 @@ rule heterogeneity:
     input:
         cartography=f"{RESULTS}/cartography",
         traits=f"{RESULTS}/heterogeneity/traits.tsv",
-        qc=qc_table_path,
-        stores=passed_stores,
+        qc=analysis_qc_path,
+        stores=analysed_stores,
     output:
         hti=f"{RESULTS}/heterogeneity/hti.tsv",
         gallery=report(
@@ -112,8 +112,8 @@ rule qupath:
         traits=f"{RESULTS}/heterogeneity/traits.tsv",
         predictions=expand(f"{RESULTS}/predictions/{{trait}}", trait=TRAITS),
         members=f"{RESULTS}/evaluation/ensemble_members.tsv",
-        qc=qc_table_path,
-        stores=passed_stores,
+        qc=analysis_qc_path,
+        stores=analysed_stores,
     output:
         qupath=report(
             directory(f"{RESULTS}/qupath"),
@@ -141,7 +141,7 @@ rule viewer:
         cartography=f"{RESULTS}/cartography",
         predictions=expand(f"{RESULTS}/predictions/{{trait}}", trait=TRAITS),
         members=f"{RESULTS}/evaluation/ensemble_members.tsv",
-        stores=passed_stores,
+        stores=analysed_stores,
     output:
         viewer=report(
             directory(f"{RESULTS}/viewer"),

@@ -12,7 +12,9 @@ from workflow_scripts.analysis.cartography import (
     place_on_grid,
     read_cartography,
     read_store_layout,
+    scored_layout,
     slide_cartography,
+    tensor_layout,
     write_cartographies,
     write_cartography,
 )
@@ -76,6 +78,31 @@ def test_slide_cartography_matches_tiles_by_coordinates(tmp_path):
     read, traits, slide_id = read_cartography(tmp_path / "cart" / "S1.h5")
     np.testing.assert_array_equal(read, tensor)
     assert traits == ["A", "B"] and slide_id == "S1"
+
+
+def test_tiles_without_predictions_are_background_and_left_out_downstream(tmp_path):
+    """Features family: an import that did not cover a store tile gives predictions of the other tiles only."""
+    grid = [[0, 0], [1, 0], [1, 1], [2, 1]]
+    coords = make_store(tmp_path / "S1.h5", "S1", grid, (3, 2))
+    layout = read_store_layout(tmp_path / "S1.h5")
+    covered = [3, 0, 1]  # tile (1, 1) was not covered
+    trait_a = SlidePredictions("S1", "A", coords[covered], np.array([[0.9], [0.1], [0.8]], np.float32), (0,))
+    trait_b = SlidePredictions("S1", "B", coords[[0, 1, 3]], np.array([[0.9], [0.1], [0.2]], np.float32), (0,))
+    tensor = slide_cartography(layout, [trait_a, trait_b], [[0], [0]], 0.5)
+    expected = np.full((2, 3, 2), BACKGROUND, np.uint8)
+    expected[0, 0] = (0, 1)
+    expected[0, 1] = (1, 0)
+    expected[1, 2] = (1, 0)
+    np.testing.assert_array_equal(tensor, expected)
+
+    scored = tensor_layout(layout, tensor, "cartography S1")
+    assert scored.coords.tolist() == coords[[0, 1, 3]].tolist() and scored.grid.tolist() == [[0, 0], [1, 0], [2, 1]]
+    assert tensor_layout(layout, np.zeros((2, 3, 2), np.uint8), "full") is layout  # every tile scored
+    with pytest.raises(ValueError, match="cartography grid"):
+        tensor_layout(layout, tensor[:1], "cartography S1")
+    assert scored_layout(layout, coords[covered]).coords.tolist() == coords[[0, 1, 3]].tolist()
+    with pytest.raises(ValueError, match="1 of 2 predicted tiles are not tiles of its store"):
+        scored_layout(layout, np.array([coords[0], coords[0] + 7]))
 
 
 def test_slide_without_tiles_is_all_background(tmp_path):

@@ -23,6 +23,8 @@ FORMAT_OWNERS = {
         "learning/checkpoint.py": "training checkpoints (weights and optimizer arrays)",
         "analysis/cartography.py": "cartography/{slide_id}.h5",
         "demo/truth.py": "the synthetic cohort's planted truth",
+        "features/featurestore.py": "feature stores, features/{slide_id}.h5",
+        "features/trident_files.py": "TRIDENT, CLAM and STAMP feature and patch-coordinate files (foreign formats)",
     },
     r"\bpd\.read_(csv|table)\(": {
         "common/tables.py": "every TSV this workflow writes",

@@ -2,7 +2,9 @@
 
 Tensor layout: H x W x K uint8 with H = n_rows and W = n_cols of the tile grid (grid_shape = (n_cols, n_rows) in
 the tile store), 1 = positive, 0 = negative tile, 255 = background (no tile at that grid cell).  Predictions are
-placed through the tile store's (x, y) -> (col, row) table, matched by level-0 coordinates.
+placed through the tile store's (x, y) -> (col, row) table, matched by level-0 coordinates. Tiles without
+predictions (in the features model family, store tiles an imported feature file did not cover) are background, and
+the stages after the cartography see only the scored tiles (`scored_layout`, `tensor_layout`).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import h5py
@@ -69,6 +71,37 @@ def place_on_grid(grid: np.ndarray, grid_shape: tuple[int, int], positive: np.nd
     return tensor
 
 
+def _keep(layout: StoreLayout, keep: np.ndarray) -> StoreLayout:
+    """The layout of the kept tiles only (the same object when all are kept)."""
+    return layout if keep.all() else replace(layout, coords=layout.coords[keep], grid=layout.grid[keep])
+
+
+def scored_layout(layout: StoreLayout, coords: np.ndarray) -> StoreLayout:
+    """The layout of the tiles at the predictions' `coords`, refusing coordinates that are not tiles of the store."""
+    coords = np.asarray(coords, dtype=np.int64).reshape(-1, 2)
+    keys = layout.coords[:, 0] * (1 << 32) + layout.coords[:, 1]
+    keep = np.isin(keys, coords[:, 0] * (1 << 32) + coords[:, 1])
+    if int(keep.sum()) != len(coords):
+        raise ValueError(
+            f"slide {layout.slide_id}: {len(coords) - int(keep.sum())} of {len(coords)} predicted tiles are not "
+            "tiles of its store (stale predictions?)"
+        )
+    return _keep(layout, keep)
+
+
+def tensor_layout(layout: StoreLayout, tensor: np.ndarray, source: str) -> StoreLayout:
+    """The layout of the tiles the cartography `tensor` scored (its cells that are not background)."""
+    n_cols, n_rows = layout.grid_shape
+    if tensor.shape[:2] != (n_rows, n_cols):
+        raise ValueError(
+            f"{source}: cartography grid {tensor.shape[:2]} differs from the store's (n_rows, n_cols) "
+            f"= {(n_rows, n_cols)} of slide {layout.slide_id}"
+        )
+    if tensor.shape[2] == 0:
+        return layout
+    return _keep(layout, tensor[layout.grid[:, 1], layout.grid[:, 0], 0] != BACKGROUND)
+
+
 def slide_cartography(
     layout: StoreLayout,
     predictions: list[SlidePredictions],
@@ -77,6 +110,8 @@ def slide_cartography(
 ) -> np.ndarray:
     """Cartography tensor of one slide: the ensemble call of each trait (in the given order) per grid cell."""
     calls = []
+    if predictions:
+        layout = scored_layout(layout, predictions[0].coords)
     for trait_predictions, splits in zip(predictions, members, strict=True):
         positive = ensemble_positive(trait_predictions, splits, threshold)
         what = f"predictions of {trait_predictions.trait}"

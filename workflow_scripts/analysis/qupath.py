@@ -34,7 +34,13 @@ from pathlib import Path
 
 import numpy as np
 
-from workflow_scripts.analysis.cartography import StoreLayout, passed_layouts, read_cartography, slide_predictions
+from workflow_scripts.analysis.cartography import (
+    StoreLayout,
+    passed_layouts,
+    read_cartography,
+    slide_predictions,
+    tensor_layout,
+)
 from workflow_scripts.analysis.ensemble import align_by_coords, chosen_splits, read_members
 from workflow_scripts.analysis.heterogeneity import (
     combination_ids,
@@ -215,6 +221,7 @@ def write_qupath_exports(
         for slide_id, layout in passed_layouts(slides, inputs.stores):
             source = str(Path(inputs.cartography) / f"{slide_id}.h5")
             tensor, tensor_traits, _ = read_cartography(source)
+            layout = tensor_layout(layout, tensor, source)  # only the tiles the cartography scored
             tensor = select_traits(tensor, tensor_traits, traits, source)
             predictions = slide_predictions(prediction_dirs, slide_id, list(prediction_dirs))
             votes = [trait_votes(layout, trait, splits[trait.trait], threshold) for trait in predictions]

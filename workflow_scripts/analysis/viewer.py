@@ -26,7 +26,7 @@ import simplejpeg
 from matplotlib.colors import to_hex
 from PIL import Image
 
-from workflow_scripts.analysis.cartography import StoreLayout, read_cartography, read_store_layout
+from workflow_scripts.analysis.cartography import StoreLayout, read_cartography, read_store_layout, tensor_layout
 from workflow_scripts.analysis.ensemble import align_by_coords, chosen_splits, read_members
 from workflow_scripts.analysis.heterogeneity import combination_ids, combination_label, positive_and_mask, select_traits
 from workflow_scripts.analysis.maps import DEFAULT_ALPHA, NONE_COLOUR, combination_palette, overlay_alpha
@@ -176,7 +176,7 @@ def slide_view(
 ) -> tuple[SlideView, list[str]]:
     """The view of one slide (and its cartography's traits) from its hti.tsv row, tile store and cartography."""
     tensor, traits, _ = read_cartography(cartography_path)
-    layout = read_store_layout(store_path)
+    layout = tensor_layout(read_store_layout(store_path), tensor, str(cartography_path))
     scores = mean_member_scores(scores_from["dirs"], layout, traits, scores_from["members"])
     image = read_slide_image(store_path, settings.max_px, log)
     tiles = tile_table(layout, tensor, traits, chosen, scores)

@@ -1,0 +1,1 @@
+"""Stage 4b, the features model family: feature stores, encoders, and imported TRIDENT/CLAM/STAMP files."""
