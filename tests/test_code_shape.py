@@ -34,6 +34,8 @@ FORMAT_OWNERS = {
         "inputs/gdc_manifest.py": "GDC manifests (input)",
     },
 }
+# The features modules that must not need Keras (the encoder and its embedding do)
+FEATURES_WITHOUT_KERAS = ("featurestore", "summary", "trident_files", "matching", "importing", "trident_export")
 # Tests that build malformed or foreign files on purpose, or serve them as a stand-in GDC.
 TEST_FIXTURES = {"gdc_server.py", "qc_rows.py", "test_code_shape.py"}
 # A test line may read a file itself when it says why: an independent check of a reader, or a file broken on purpose.
@@ -116,6 +118,9 @@ def test_owner_modules_exist_and_state_their_contract() -> None:
 
 def test_analysis_and_input_stages_import_no_deep_learning_framework() -> None:
     """envs/analysis.yaml and envs/inputs.yaml carry no Keras: those stages' modules must not pull it in."""
+    assert {path.stem for path in (PACKAGE / "features").glob("*.py")} - set(FEATURES_WITHOUT_KERAS) == {
+        "__init__", "encoder", "embed"
+    }
     import subprocess
     import sys
 
@@ -125,6 +130,9 @@ def test_analysis_and_input_stages_import_no_deep_learning_framework() -> None:
         for path in (PACKAGE / folder).glob("*.py")
         if path.name != "__init__.py"
     )
+    # stage embed's import source and the features tables run in envs/analysis.yaml too
+    modules += [f"workflow_scripts.features.{name}" for name in FEATURES_WITHOUT_KERAS]
+    modules += ["workflow_scripts.demo.planted_features"]
     code = (
         "import sys\n"
         + "".join(f"import {module}\n" for module in modules)

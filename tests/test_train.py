@@ -319,6 +319,7 @@ def test_metrics_record_device_backend_and_versions(uninterrupted: tuple) -> Non
     assert (metrics["backend"], metrics["device"], metrics["n_devices"]) == ("tensorflow", "cpu", 1)
     assert metrics["device_names"] == ["cpu"] and metrics["compute_capability"] is None
     assert metrics["dtype_policy"] == "float32" and metrics["deterministic"] is True
+    assert metrics["model_family"] == "inception_v3" and "head_kind" not in metrics
     import tensorflow as tf
 
     assert metrics["versions"] == {"keras": keras.__version__, "numpy": np.__version__, "tensorflow": tf.__version__}

@@ -6,8 +6,10 @@ deletes the older ones: the disk holds only what resume needs, the latest state 
 Inception v3, ~90 MB of weights: state.h5 ~3x that with the Adam moments, best.h5 1x). When a training has written
 its outputs it removes the whole folder (`remove_checkpoints`). It holds:
 
-- state.h5: group `model` (model.get_weights(), in order) and group `optimizer` (the optimizer's variables:
-  iterations, Adam moments, loss scale), datasets named 00000, 00001, ... written without timestamps;
+- state.h5: group `model` (model.get_weights(), in order), group `optimizer` (the optimizer's variables:
+  iterations, Adam moments, loss scale) and, only for models with random layers (a head's Dropout), group `random`
+  (the seed generators' states, which get_weights leaves out), datasets named 00000, 00001, ... written without
+  timestamps;
 - best.h5: group `model` with the best weights so far (written anew when this evaluation is the best, else a hard
   link to the previous folder's best.h5, which costs no disk; checkpoints of older versions may link state.h5);
 - state.json: the `RunRecord` (run key, eval step, schedule state, history rows, wall and validation seconds).
@@ -59,6 +61,12 @@ def optimizer_arrays(model: keras.Model) -> list[np.ndarray]:
     return [keras.ops.convert_to_numpy(variable) for variable in model.optimizer.variables]
 
 
+def random_state_variables(model: keras.Model) -> list:
+    """The model's seed-generator states (Dropout's): non-trainable variables that `get_weights` leaves out."""
+    weights = {id(variable) for variable in model.weights}
+    return [variable for variable in model.non_trainable_variables if id(variable) not in weights]
+
+
 def restore_optimizer(model: keras.Model, arrays: Sequence[np.ndarray], source: Path) -> None:
     """Build the optimizer and load saved variable values into it."""
     if not model.optimizer.built:
@@ -107,9 +115,13 @@ def write_checkpoint(
     """Write checkpoint eval_<k> atomically, then delete older ones; return the best-weights file inside it."""
     target = folder / f"{CHECKPOINT_PREFIX}{record.eval_step:06d}"
     weights = model.get_weights()
+    state = {"model": weights, "optimizer": optimizer_arrays(model)}
+    seeds = random_state_variables(model)
+    if seeds:  # only then: the state of a model without random layers is written as before
+        state["random"] = [keras.ops.convert_to_numpy(variable) for variable in seeds]
     with atomic_path(target) as temporary:
         temporary.mkdir()
-        write_arrays(temporary / "state.h5", {"model": weights, "optimizer": optimizer_arrays(model)})
+        write_arrays(temporary / "state.h5", state)
         if is_best:  # the weights alone: the optimizer state of the best evaluation is never needed again
             write_arrays(temporary / "best.h5", {"model": weights})
         else:
@@ -152,6 +164,9 @@ def resume_or_start(
         record.schedule = replace(record.schedule, stop_reason=None)  # max_evals was raised: train on
     model.set_weights(read_arrays(latest / "state.h5", "model"))
     restore_optimizer(model, read_arrays(latest / "state.h5", "optimizer"), latest)
+    seeds = random_state_variables(model)
+    for variable, value in zip(seeds, read_arrays(latest / "state.h5", "random") if seeds else []):
+        variable.assign(value)
     model.optimizer.learning_rate.assign(record.schedule.lr)
     log(
         f"resuming from {latest} (eval {record.eval_step}, best {record.schedule.best_score:.4f} "

@@ -1,7 +1,11 @@
 """Score every tile of every slide with all split models of a trait, reading and decoding each slide's tiles once.
 
 Output: one predictions/{trait}/{slide_id}.h5 per slide in the format `learning.predictions` owns; the whole
-per-trait folder is written under a temporary name and renamed when every slide is done.
+per-trait folder is written under a temporary name and renamed when every slide is done. Both model families write
+it: `predict_trait` scores Inception v3 models on the tiles of tile stores (coords = the tile store's), and
+`predict_trait_features` scores heads (`heads`) on the features of feature stores (coords = the feature store's,
+which may be a subset of the tile store's tiles when imported features miss some); the stores of one job must come
+from one encoder (`featuredata.common_source`) of the width the heads take.
 
 Devices as in training (`devices`): the job fails at once when it was given a GPU it cannot use, and with several GPUs
 the models are replicated on all of them (MirroredStrategy / JAX DataParallel) and scored in batches of batch_size x
@@ -18,7 +22,9 @@ import keras
 import numpy as np
 
 from workflow_scripts.common.atomic import atomic_path
+from workflow_scripts.features.featurestore import read_features
 from workflow_scripts.learning.devices import data_parallel, select_devices
+from workflow_scripts.learning.featuredata import FeatureSource, common_source
 from workflow_scripts.learning.model import load_model
 from workflow_scripts.learning.predictions import SlidePredictions, prediction_path, write_predictions
 from workflow_scripts.learning.tiledata import slide_batches
@@ -30,6 +36,14 @@ def model_input_px(model: keras.Model) -> int:
     shape = model.inputs[0].shape
     if shape[1] != shape[2]:
         raise ValueError(f"model {model.name} takes non-square inputs {shape}")
+    return int(shape[1])
+
+
+def model_feature_dim(model: keras.Model) -> int:
+    """The feature width a head was built for."""
+    shape = model.inputs[0].shape
+    if len(shape) != 2:
+        raise ValueError(f"model {model.name} takes inputs {shape}, not features (batch, D): is it a head?")
     return int(shape[1])
 
 
@@ -144,10 +158,7 @@ def predict_trait(
     Size: 9 parameters: the models and their splits, the slides, the output folder and trait, and four knobs of how
     the job runs (batch per device, decoding workers, device choice, log).
     """
-    if len(model_paths) != len(splits):
-        raise ValueError(f"{len(model_paths)} models but {len(splits)} splits {list(splits)}")
-    if not model_paths:
-        raise ValueError(f"trait {trait}: no models to predict with")
+    _check_models(model_paths, splits, trait)
     devices = select_devices(device)
     with data_parallel(devices) as n_replicas:
         log(f"devices: {devices.kind} x{n_replicas} {list(devices.names)}, backend {devices.backend}")
@@ -155,33 +166,99 @@ def predict_trait(
         sizes = {model_input_px(model) for model in models}
         if len(sizes) != 1:
             raise ValueError(f"trait {trait}: models take different input sizes {sorted(sizes)} ({list(model_paths)})")
-        return _predict_slides(models, splits, store_paths, output_folder, trait, batch_size * n_replicas, workers, log)
+        scored = score_stores(models, store_paths, batch_size * n_replicas, workers)
+        return _write_folder(scored, _slide_ids(store_paths, trait), splits, output_folder, trait, len(models), log)
 
 
-def _predict_slides(
-    models: Sequence[keras.Model],
+def score_feature_stores(
+    models: Sequence[keras.Model], feature_paths: Sequence[str | os.PathLike], batch_size: int
+) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Yield (store number, coords, (N, n_models) probabilities) per feature store, in order (batches shared)."""
+    dim = model_feature_dim(models[0])
+    shared = _SharedBatches(models, batch_size)
+    for number, path in enumerate(feature_paths):
+        slide = read_features(path)
+        if slide.n_tiles and slide.dim != dim:
+            raise ValueError(f"{path}: slide {slide.slide_id} has features of width {slide.dim}, the heads take {dim}")
+        shared.add_store(number, slide.coords)
+        if slide.n_tiles:
+            shared.add_tiles(number, 0, slide.features)
+        yield from shared.finished()
+    shared.flush()
+    yield from shared.finished()
+
+
+def predict_trait_features(
+    model_paths: Sequence[str | os.PathLike],
     splits: Sequence[int],
-    store_paths: Sequence[str | os.PathLike],
+    feature_paths: Sequence[str | os.PathLike],
     output_folder: str | os.PathLike,
     trait: str,
-    batch_size: int,
-    workers: int,
-    log: Callable[[str], None],
+    batch_size: int = 64,
+    device: str = "auto",
+    log: Callable[[str], None] = print,
 ) -> list[Path]:
-    """Score every store with the loaded models in global batches of `batch_size` and write the folder."""
+    """Write `{slide_id}.h5` predictions of the split heads for every feature store (atomically, as one folder)."""
+    _check_models(model_paths, splits, trait)
+    devices = select_devices(device)
+    _check_one_encoder(feature_paths)
+    with data_parallel(devices) as n_replicas:
+        log(f"devices: {devices.kind} x{n_replicas} {list(devices.names)}, backend {devices.backend}")
+        models = [load_model(path) for path in model_paths]
+        dims = {model_feature_dim(model) for model in models}
+        if len(dims) != 1:
+            raise ValueError(f"trait {trait}: heads take different feature widths {sorted(dims)} ({list(model_paths)})")
+        scored = score_feature_stores(models, feature_paths, batch_size * n_replicas)
+        return _write_folder(scored, _slide_ids(feature_paths, trait), splits, output_folder, trait, len(models), log)
+
+
+def _check_models(model_paths: Sequence[str | os.PathLike], splits: Sequence[int], trait: str) -> None:
+    """Refuse a job without models or whose models and splits do not pair up."""
+    if len(model_paths) != len(splits):
+        raise ValueError(f"{len(model_paths)} models but {len(splits)} splits {list(splits)}")
+    if not model_paths:
+        raise ValueError(f"trait {trait}: no models to predict with")
+
+
+def _check_one_encoder(feature_paths: Sequence[str | os.PathLike]) -> None:
+    """Refuse feature stores of different encoders (read without their features; widths are checked slide by slide)."""
+    named = []
+    for path in feature_paths:
+        header = read_features(path, with_features=False)
+        source = FeatureSource(header.attrs.encoder, header.attrs.weights_sha256, 0)
+        named.append((header.slide_id, source if header.n_tiles else None))
+    if any(source is not None for _, source in named):
+        common_source(named)
+
+
+def _slide_ids(store_paths: Sequence[str | os.PathLike], trait: str) -> list[str]:
+    """The slide id of every store (its file stem), refusing duplicates."""
     slide_ids = [Path(path).stem for path in store_paths]
     if len(set(slide_ids)) != len(slide_ids):
         raise ValueError(f"trait {trait}: duplicate slide ids among the stores")
+    return slide_ids
+
+
+def _write_folder(
+    scored: Iterator[tuple[int, np.ndarray, np.ndarray]],
+    slide_ids: Sequence[str],
+    splits: Sequence[int],
+    output_folder: str | os.PathLike,
+    trait: str,
+    n_models: int,
+    log: Callable[[str], None],
+) -> list[Path]:
+    """Write each scored store's predictions into the trait's folder, built under a temporary name and renamed."""
     written = []
     with atomic_path(output_folder) as folder:
         folder.mkdir()
-        for number, coords, scores in score_stores(models, store_paths, batch_size, workers):
+        for number, coords, scores in scored:
             slide_id = slide_ids[number]
             predictions = SlidePredictions(slide_id, trait, coords, scores, tuple(splits))
             write_predictions(prediction_path(folder, slide_id), predictions)
             written.append(prediction_path(output_folder, slide_id))
             log(
-                f"{trait}: slide {number + 1}/{len(slide_ids)} {slide_id}: {len(coords)} tiles scored by "
-                f"{len(models)} models"
+                f"{trait}: slide {number + 1}/{len(slide_ids)} {slide_id}: {len(coords)} tiles scored by {n_models} "
+                "models"
             )
     return written

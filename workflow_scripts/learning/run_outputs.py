@@ -14,9 +14,11 @@ examples per second of wall time outside validation, one-off graph compilation i
 also records where and how it computed, keys DEVICE_KEYS (`devices.device_facts`): backend (tensorflow or jax),
 device (gpu or cpu), device_names (list), n_devices (model replicas: the global batch is batch_size times this),
 compute_capability (lowest of the GPUs, "8.0"; null on CPU), deterministic (whether deterministic ops were
-requested) and versions (object: keras, numpy and tensorflow, or jax and jaxlib). Files written before these keys
-existed lack them; `read_metrics_file(path, required=...)` names the file and the missing keys when a reader needs
-them.
+requested) and versions (object: keras, numpy and tensorflow, or jax and jaxlib). And, added by `train` from its
+feed (`feeds`), the model family, FAMILY_KEYS: model_family (inception_v3 or features) and, for features only,
+HEAD_KEYS: head_kind (logistic or mlp), feature_dim (D), encoder and weights_sha256 (of the feature stores' encoder,
+"" when unknown). Files written before these keys existed lack them; `read_metrics_file(path, required=...)` names
+the file and the missing keys when a reader needs them.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ METRICS_KEYS = (
     "trait", "split", "best_val_slide_auc", "best_eval_step", "selection_metric", "stop_reason", "n_evals",
     "n_train_tiles", "n_train_slides", "n_val_tiles", "n_val_slides", "seconds", "tiles_per_second", "dtype_policy",
 )
+FAMILY_KEYS = ("model_family",)
+HEAD_KEYS = ("head_kind", "feature_dim", "encoder", "weights_sha256")
 DEVICE_KEYS = (
     "backend", "device", "device_names", "n_devices", "compute_capability", "deterministic", "versions",
 )

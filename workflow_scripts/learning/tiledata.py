@@ -94,10 +94,7 @@ def build_tile_index(
     for position, path in enumerate(paths):
         with TileStore(path) as store:
             n_tiles = store.n_tiles
-        chosen = np.arange(n_tiles, dtype=np.int64)
-        if max_tiles_per_store is not None and n_tiles > max_tiles_per_store:
-            rng = np.random.default_rng((seed, position))
-            chosen = np.sort(rng.choice(n_tiles, size=max_tiles_per_store, replace=False)).astype(np.int64)
+        chosen = kept_rows(n_tiles, max_tiles_per_store, seed, position)
         store_ids.append(np.full(len(chosen), position, np.int32))
         tile_ids.append(chosen)
     store_id_array = np.concatenate(store_ids) if store_ids else np.zeros(0, np.int32)
@@ -108,6 +105,14 @@ def build_tile_index(
         labels=slide_labels[store_id_array],
         slide_labels=slide_labels,
     )
+
+
+def kept_rows(n_tiles: int, max_tiles: int | None, seed: int, position: int) -> np.ndarray:
+    """Rows kept of the store at `position` with n_tiles: all, or a seeded sorted subset of max_tiles (validation)."""
+    if max_tiles is None or n_tiles <= max_tiles:
+        return np.arange(n_tiles, dtype=np.int64)
+    rng = np.random.default_rng((seed, position))
+    return np.sort(rng.choice(n_tiles, size=max_tiles, replace=False)).astype(np.int64)
 
 
 def epoch_permutation(n_tiles: int, seed: int, epoch: int) -> np.ndarray:

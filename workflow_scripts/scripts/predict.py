@@ -1,6 +1,8 @@
-"""Snakemake script: score every QC-passed slide's tiles with all split models of one trait.
+"""Snakemake script: score every QC-passed slide's tiles with all split models of one trait, for either model family.
 
-Like scripts/train.py it sets the Keras backend and the visible devices before anything imports keras.
+The family follows the rule's inputs: with `features` (feature stores; qc is then features/qc.tsv) the models are
+heads scored on the features, else Inception v3 models scored on the tile `stores`. Like scripts/train.py it sets
+the Keras backend and the visible devices before anything imports keras.
 """
 
 import os
@@ -29,20 +31,25 @@ from workflow_scripts.learning.model import limit_cpu_threads
 
 limit_cpu_threads(int(snakemake.threads))  # before the backend runs anything
 
-from workflow_scripts.learning.predict import predict_trait
+from workflow_scripts.features.featurestore import feature_files
+from workflow_scripts.learning.heads import HEAD_SCORING_BATCH
+from workflow_scripts.learning.predict import predict_trait, predict_trait_features
 from workflow_scripts.slides.qc_table import read_passed_slides
 
 passed = set(read_passed_slides(snakemake.input.qc)["slide_id"])
-stores = [Path(path) for path in snakemake.input.stores if Path(path).stem in passed]
-written = predict_trait(
-    model_paths=list(snakemake.input.models),
-    splits=[int(split) for split in snakemake.params.splits],
-    store_paths=stores,
-    output_folder=snakemake.output.predictions,
-    trait=str(snakemake.params.trait),
-    batch_size=settings.predict_batch_size,
-    workers=settings.workers,
-    device=settings.device,
-    log=log.info,
-)
+models = list(snakemake.input.models)
+splits = [int(split) for split in snakemake.params.splits]
+trait = str(snakemake.params.trait)
+if "features" in snakemake.input.keys():
+    features = feature_files(snakemake.input.features, passed)  # the encoder's group folders hold several
+    written = predict_trait_features(
+        models, splits, features, snakemake.output.predictions, trait,
+        batch_size=max(settings.predict_batch_size, HEAD_SCORING_BATCH), device=settings.device, log=log.info,
+    )
+else:
+    stores = [Path(path) for path in snakemake.input.stores if Path(path).stem in passed]
+    written = predict_trait(
+        models, splits, stores, snakemake.output.predictions, trait, batch_size=settings.predict_batch_size,
+        workers=settings.workers, device=settings.device, log=log.info,
+    )
 log.info("predictions of %d slides written", len(written))
