@@ -187,6 +187,21 @@ def config_cross_problems():
     return problems + config_settings_problems() + feature_config_problems()
 
 
+def planted_dim_problems(values):
+    """The planted features must have room for every demo trait's dimensions (bad blocks are reported elsewhere)."""
+    try:
+        planted = PlantedFeatures.from_config(values)
+        n_traits = len(DemoConfig.from_mapping(config.get("demo")).traits)
+    except ValueError:
+        return []  # config_settings_problems names the key
+    if n_traits * planted.dims_per_trait <= planted.dim:
+        return []
+    return [
+        f"config key features.import.planted.dim: {planted.dim} is below the {n_traits} demo traits x "
+        f"dims_per_trait {planted.dims_per_trait}"
+    ]
+
+
 def feature_config_problems():
     """Keys of the features family that must agree: where the features come from, and the demo's planted ones."""
     features = config["features"]
@@ -196,6 +211,8 @@ def feature_config_problems():
         problems.append(
             "config key features.import.planted: planted features exist only for slides.source synthetic"
         )
+    if imported["planted"]:
+        problems += planted_dim_problems(imported["planted"])
     if imported["planted"] and imported["folder"]:
         problems.append(
             "config keys features.import.folder and features.import.planted: give one, not both"
