@@ -39,9 +39,9 @@ import numpy as np  # noqa: E402
 
 from workflow_scripts.features.featurestore import FeatureAttrs, SlideFeatures, feature_path, write_features  # noqa: E402
 from workflow_scripts.learning.featuredata import build_feature_index  # noqa: E402
-from workflow_scripts.learning.heads import HeadSettings  # noqa: E402
+from workflow_scripts.learning.heads import HeadSettings, head_training_settings  # noqa: E402
 from workflow_scripts.learning.model import limit_cpu_threads  # noqa: E402
-from workflow_scripts.learning.settings import RunSpec, TrainingOutputs, TrainingSettings  # noqa: E402
+from workflow_scripts.learning.settings import RunSpec, TrainingOutputs  # noqa: E402
 from workflow_scripts.learning.throughput import peak_host_rss_bytes  # noqa: E402
 from workflow_scripts.learning.train import train_head  # noqa: E402
 
@@ -96,8 +96,11 @@ def main() -> None:
               f"{train_index.n_tiles} tiles, val {val_index.n_slides} slides {val_index.n_tiles} tiles, D {args.dim}")
         print(f"feature stores written in {written:.1f} s; read into memory in {read:.1f} s "
               f"({size:.2f} GiB of features); peak RSS after reading {peak_host_rss_bytes() / GIB:.2f} GiB")
-        settings = TrainingSettings(evals_per_epoch=16, lr_patience=10, lr_factor=0.1, stop_patience=30,
-                                    max_evals=1000, workers=1, predict_batch_size=args.predict_batch, device="cpu")
+        # the workflow's own mapping from config `training` + features.head (its scoring batch: >= 4,096 rows)
+        schedule = dict(evals_per_epoch=16, lr_patience=10, lr_factor=0.1, stop_patience=30, max_evals=1000,
+                        workers=1, predict_batch_size=args.predict_batch, device="cpu")
+        settings = head_training_settings(schedule, HeadSettings())
+        print(f"validation and prediction batch: {settings.predict_batch_size} rows")
         walls = []
         print("| head | wall s | evals | best eval | best val AUC | stop | train tiles/s | val tiles/s | peak RSS GiB |")
         print("|---|---|---|---|---|---|---|---|---|")
