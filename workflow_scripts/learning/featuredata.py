@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from workflow_scripts.features.featurestore import read_features
-from workflow_scripts.learning.tiledata import TileIndex, epoch_permutation, kept_rows
+from workflow_scripts.learning.tiledata import TileIndex, checked_slide_labels, epoch_permutation, kept_rows
 
 
 @dataclass(frozen=True)
@@ -84,11 +84,7 @@ def build_feature_index(
     `max_tiles_per_store` keeps a seeded subset of each larger store, as `tiledata.build_tile_index` does.
     """
     paths = tuple(Path(store) for store in stores)
-    slide_labels = np.zeros(len(paths), np.float32) if labels is None else np.asarray(labels, np.float32)
-    if len(slide_labels) != len(paths):
-        raise ValueError(f"{len(paths)} stores but {len(slide_labels)} labels")
-    if max_tiles_per_store is not None and max_tiles_per_store < 1:
-        raise ValueError(f"max_tiles_per_store must be >= 1 or None, got {max_tiles_per_store}")
+    slide_labels = checked_slide_labels(len(paths), labels, max_tiles_per_store)
     rows = [
         kept_rows(read_features(path, with_features=False).n_tiles, max_tiles_per_store, seed, position)
         for position, path in enumerate(paths)

@@ -85,11 +85,7 @@ def build_tile_index(
     frequent validation passes; None keeps every tile.
     """
     paths = tuple(Path(store) for store in stores)
-    slide_labels = np.zeros(len(paths), np.float32) if labels is None else np.asarray(labels, np.float32)
-    if len(slide_labels) != len(paths):
-        raise ValueError(f"{len(paths)} stores but {len(slide_labels)} labels")
-    if max_tiles_per_store is not None and max_tiles_per_store < 1:
-        raise ValueError(f"max_tiles_per_store must be >= 1 or None, got {max_tiles_per_store}")
+    slide_labels = checked_slide_labels(len(paths), labels, max_tiles_per_store)
     store_ids, tile_ids = [], []
     for position, path in enumerate(paths):
         with TileStore(path) as store:
@@ -105,6 +101,16 @@ def build_tile_index(
         labels=slide_labels[store_id_array],
         slide_labels=slide_labels,
     )
+
+
+def checked_slide_labels(n_stores: int, labels: Sequence[float] | None, max_tiles: int | None) -> np.ndarray:
+    """The stores' labels as float32 (zeros without labels), refusing a length or a subset size that cannot be."""
+    slide_labels = np.zeros(n_stores, np.float32) if labels is None else np.asarray(labels, np.float32)
+    if len(slide_labels) != n_stores:
+        raise ValueError(f"{n_stores} stores but {len(slide_labels)} labels")
+    if max_tiles is not None and max_tiles < 1:
+        raise ValueError(f"max_tiles_per_store must be >= 1 or None, got {max_tiles}")
+    return slide_labels
 
 
 def kept_rows(n_tiles: int, max_tiles: int | None, seed: int, position: int) -> np.ndarray:
