@@ -38,8 +38,8 @@ from workflow_scripts.analysis.cartography import (
     StoreLayout,
     passed_layouts,
     read_cartography,
+    scored_layout,
     slide_predictions,
-    tensor_layout,
 )
 from workflow_scripts.analysis.ensemble import align_by_coords, chosen_splits, read_members
 from workflow_scripts.analysis.heterogeneity import (
@@ -221,9 +221,10 @@ def write_qupath_exports(
         for slide_id, layout in passed_layouts(slides, inputs.stores):
             source = str(Path(inputs.cartography) / f"{slide_id}.h5")
             tensor, tensor_traits, _ = read_cartography(source)
-            layout = tensor_layout(layout, tensor, source)  # only the tiles the cartography scored
             tensor = select_traits(tensor, tensor_traits, traits, source)
             predictions = slide_predictions(prediction_dirs, slide_id, list(prediction_dirs))
+            if predictions:  # only the tiles with predictions (an import may leave some out)
+                layout = scored_layout(layout, predictions[0].coords)
             votes = [trait_votes(layout, trait, splits[trait.trait], threshold) for trait in predictions]
             features = slide_export(layout, tensor, traits, votes, source)
             write_geojson(folder / f"{slide_id}.geojson", features)
