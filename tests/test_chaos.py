@@ -377,7 +377,12 @@ def test_no_byte_is_sent_twice_except_where_a_kill_can_have_lost_it(cohorts) -> 
         for file_name, served in cohort.files.items():
             ranges = cohort.server.ranges_of(served.file_id)
             if file_name == BAD_DOWNLOAD:
-                assert all(r.start == 0 for r in ranges), (label, ranges)
+                # every attempt starts over (the md5 mismatch deletes the part file), unless a kill during an attempt
+                # left its part file, which the next one resumes (seen once in a .ci/run under load)
+                assert ranges and ranges[0].start == 0, (label, ranges)
+                for before, body in zip(ranges, ranges[1:]):
+                    killed = any(before.requested_at < at < body.requested_at for at in kills)
+                    assert body.start == 0 or killed, (label, ranges, cohort.run.kills)
                 assert sum(r.end == served.size for r in ranges) >= RETRIES + 1, (label, ranges)
                 continue
             assert ranges and ranges[0].start == 0, (label, file_name, ranges)
