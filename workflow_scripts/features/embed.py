@@ -21,7 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from workflow_scripts.features.encoder import EncoderSettings, LoadedEncoder, load_encoder
-from workflow_scripts.features.featurestore import FeatureAttrs, SlideFeatures, write_features
+from workflow_scripts.features.featurestore import (
+    FLOAT16_MAX,
+    FeatureAttrs,
+    SlideFeatures,
+    beyond_float16,
+    write_features,
+)
 from workflow_scripts.learning.devices import (
     apply_determinism,
     data_parallel,
@@ -32,8 +38,6 @@ from workflow_scripts.learning.devices import (
 from workflow_scripts.learning.settings import TrainingSettings
 from workflow_scripts.learning.tiledata import build_tile_index, ordered_batches
 from workflow_scripts.slides.tilestore import TileStore
-
-FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
 def embed_batch(encoder: LoadedEncoder, batch: np.ndarray, batch_size: int) -> np.ndarray:
@@ -46,7 +50,7 @@ def embed_batch(encoder: LoadedEncoder, batch: np.ndarray, batch_size: int) -> n
 
 def as_float16(features: np.ndarray, where: str) -> np.ndarray:
     """The embeddings as float16, refusing NaN, inf, or values float16 cannot hold, naming the slide."""
-    bad = ~np.isfinite(features) | (np.abs(features) > FLOAT16_MAX)
+    bad = beyond_float16(features)
     if np.any(bad):
         finite = np.abs(features[np.isfinite(features)])
         largest = float(finite.max()) if finite.size else float("nan")

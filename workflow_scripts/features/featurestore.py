@@ -73,10 +73,17 @@ class SlideFeatures:
         return int(self.features.shape[1]) if self.features.ndim == 2 else 0
 
 
+def beyond_float16(values: np.ndarray) -> np.ndarray:
+    """Mask of the values a float16 store cannot hold: NaN, inf, or beyond +-FLOAT16_MAX (writers check it first)."""
+    values = np.asarray(values)
+    with np.errstate(invalid="ignore"):
+        return ~np.isfinite(values) | (np.abs(values) > FLOAT16_MAX)
+
+
 def _checked(slide: SlideFeatures, where: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The slide's arrays in the stored dtypes, after checking shapes, row order and the source."""
     given = np.asarray(slide.features)
-    if given.size and not (np.all(np.isfinite(given)) and np.abs(given).max() <= FLOAT16_MAX):
+    if np.any(beyond_float16(given)):
         raise FeatureStoreError(
             f"{where}: slide {slide.slide_id}: features hold NaN, inf or values beyond float16's range "
             f"(+-{FLOAT16_MAX:g}): scale them before storing"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from workflow_scripts.features.featurestore import FeatureAttrs, SlideFeatures
+from workflow_scripts.features.featurestore import FLOAT16_MAX, FeatureAttrs, SlideFeatures, beyond_float16
 from workflow_scripts.features.matching import check_resolution, match_tiles
 from workflow_scripts.features.trident_files import (
     FeatureImportError,
@@ -27,7 +27,6 @@ from workflow_scripts.features.trident_files import (
 )
 from workflow_scripts.slides.tilestore import TileStore
 
-FLOAT16_MAX = float(np.finfo(np.float16).max)
 OTHER_KEYS = ("planted",)  # config features.import keys read elsewhere (the demo's planted-feature rule)
 
 
@@ -127,10 +126,8 @@ def _float16(store: _Store, found: ImportedFeatures, rows: np.ndarray) -> tuple[
     """The matched rows as float16, or None and why when a value is not finite or too large for float16."""
     whole = len(rows) == len(found.features) and np.array_equal(rows, np.arange(len(rows)))
     chosen = found.features if whole else found.features[rows]  # most files cover the tiles in store order
-    with np.errstate(over="ignore"):  # an overflow becomes inf, reported below
-        half = chosen.astype(np.float16)
-    if np.all(np.isfinite(half)):
-        return half, ""
+    if not np.any(beyond_float16(chosen)):
+        return chosen.astype(np.float16), ""
     if not np.all(np.isfinite(chosen)):
         return None, f"slide {store.slide_id}: imported features in {found.path} hold NaN or inf"
     largest = max(float(chosen.max()), -float(chosen.min()))
