@@ -272,12 +272,8 @@ def train_from_tables(
 
     The devices are checked first: a job given a GPU it cannot use fails before reading any table or tile.
     """
-    train_slides, val_slides = _slides_from_tables(labels_path, splits_path, qc_path, store_paths, settings, run)
-    train_index = build_tile_index(list(train_slides["store"]), list(train_slides["label"]))
-    val_index = build_tile_index(
-        list(val_slides["store"]), list(val_slides["label"]), settings.max_val_tiles_per_slide, seed=run.run_seed
-    )
-    return train(train_index, val_index, settings, run, outputs, log)
+    slides = _slides_from_tables(labels_path, splits_path, qc_path, store_paths, settings, run)
+    return train(*_indexes(build_tile_index, slides, settings, run), settings, run, outputs, log)
 
 
 def train_head_from_tables(
@@ -297,14 +293,20 @@ def train_head_from_tables(
     Size: 9 parameters: `train_from_tables`' eight and the head's settings.
     """
     head.validate()
-    train_slides, val_slides = _slides_from_tables(
-        labels_path, splits_path, qc_path, feature_paths, settings, run, kind="feature"
-    )
-    train_index = build_feature_index(list(train_slides["store"]), list(train_slides["label"]))
-    val_index = build_feature_index(
+    slides = _slides_from_tables(labels_path, splits_path, qc_path, feature_paths, settings, run, kind="feature")
+    return train_head(*_indexes(build_feature_index, slides, settings, run), settings, head, run, outputs, log)
+
+
+def _indexes(
+    build: Callable, slides: tuple[pd.DataFrame, pd.DataFrame], settings: TrainingSettings, run: RunSpec
+) -> tuple[TileIndex, TileIndex]:
+    """The training index (every tile) and the validation index (max_val_tiles_per_slide, seeded) of the slides."""
+    train_slides, val_slides = slides
+    train_index = build(list(train_slides["store"]), list(train_slides["label"]))
+    val_index = build(
         list(val_slides["store"]), list(val_slides["label"]), settings.max_val_tiles_per_slide, seed=run.run_seed
     )
-    return train_head(train_index, val_index, settings, head, run, outputs, log)
+    return train_index, val_index
 
 
 def _slides_from_tables(
